@@ -1,0 +1,516 @@
+//! A bundle: manifest, schema, policies, entities and cases, checked whole.
+//!
+//! [`Bundle::load`] accepts a bundle only if every file parses, every policy
+//! validates strictly against the schema, and the annotations make sense;
+//! otherwise it returns every problem it found, each with file and line.
+//! Everything parsed here is built once and shared by all decisions.
+
+use crate::cases::CaseFile;
+use crate::context::PORTCULLIS_SCHEMA;
+use crate::error::{BundleProblem, Location, ProblemKind};
+use crate::manifest::Manifest;
+use crate::outcome::Outcome;
+use cedar_policy::{
+    Entities, EntityTypeName, EntityUid, Policy, PolicyId, PolicySet, Schema, SchemaFragment, ValidationMode,
+    Validator,
+};
+use miette::Diagnostic;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap};
+use std::str::FromStr;
+
+/// Largest bundle accepted (all files together), in bytes.
+pub const MAX_BUNDLE_BYTES: usize = 16 * 1024 * 1024;
+/// Most policies a bundle may hold.
+pub const MAX_POLICIES: usize = 20_000;
+
+/// The manifest file name.
+pub const MANIFEST_FILE: &str = "portcullis.toml";
+/// The static entities file name.
+pub const ENTITIES_FILE: &str = "entities.json";
+
+/// Annotations a policy may carry.
+pub const ANNOTATIONS: [&str; 6] = ["id", "outcome", "reason", "escalate", "retry_after", "description"];
+
+/// What a loaded bundle is (mirrors `bundle-info` in the WIT).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleInfo {
+    /// Bundle name.
+    pub name: String,
+    /// Bundle version.
+    pub version: String,
+    /// Cedar namespace.
+    pub namespace: String,
+    /// SHA-256 over every file, hex.
+    pub hash: String,
+    /// Every policy id, sorted.
+    pub policy_ids: Vec<String>,
+    /// Number of cases under `tests/`.
+    pub case_count: u32,
+}
+
+/// How a policy's `@retry_after` is computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryAfter {
+    /// A fixed number of seconds.
+    Seconds(u64),
+    /// Until the lockout window of the principal ends.
+    Lockout,
+}
+
+/// What the engine reads from one policy's annotations, once at load.
+#[derive(Debug, Clone)]
+pub struct PolicyMeta {
+    /// The graduated outcome when this policy determines a decision.
+    pub outcome: Outcome,
+    /// Why, for people.
+    pub reason: Option<String>,
+    /// Who to escalate to.
+    pub escalate: Option<String>,
+    /// Retry advice.
+    pub retry_after: Option<RetryAfter>,
+    /// File the policy came from.
+    pub file: String,
+}
+
+/// A loaded, checked bundle.
+#[derive(Debug)]
+pub struct Bundle {
+    pub(crate) manifest: Manifest,
+    pub(crate) schema: Schema,
+    pub(crate) policies: PolicySet,
+    pub(crate) meta: HashMap<PolicyId, PolicyMeta>,
+    pub(crate) entities: Entities,
+    pub(crate) cases: Vec<CaseFile>,
+    pub(crate) info: BundleInfo,
+    /// Qualified names of entity types, by unqualified request name.
+    pub(crate) types: HashMap<String, EntityTypeName>,
+    /// Action uids by request name.
+    pub(crate) actions: HashMap<String, EntityUid>,
+}
+
+impl Bundle {
+    /// Parse and check a bundle given as (file name, text) pairs.
+    pub fn load(files: &[(String, String)]) -> Result<Bundle, Vec<BundleProblem>> {
+        let mut problems = Vec::new();
+        let total: usize = files.iter().map(|(n, t)| n.len() + t.len()).sum();
+        if total > MAX_BUNDLE_BYTES {
+            return Err(vec![BundleProblem::new(
+                ProblemKind::Limit,
+                format!("bundle is {total} bytes, over the limit of {MAX_BUNDLE_BYTES}"),
+            )]);
+        }
+
+        let mut manifest_file = None;
+        let mut schema_files = Vec::new();
+        let mut policy_files = Vec::new();
+        let mut entities_file = None;
+        let mut case_files = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for (name, text) in files {
+            if !seen.insert(name.as_str()) {
+                problems.push(BundleProblem::at(ProblemKind::MissingFile, Location::file(name), "file given twice"));
+                continue;
+            }
+            if name == MANIFEST_FILE {
+                manifest_file = Some((name, text));
+            } else if name == ENTITIES_FILE {
+                entities_file = Some((name, text));
+            } else if name.starts_with("tests/") && (name.ends_with(".yaml") || name.ends_with(".yml")) {
+                case_files.push((name, text));
+            } else if name.ends_with(".cedarschema") && !name.contains('/') {
+                schema_files.push((name, text));
+            } else if name.ends_with(".cedar") && !name.contains('/') {
+                policy_files.push((name, text));
+            } else {
+                problems.push(BundleProblem::at(
+                    ProblemKind::MissingFile,
+                    Location::file(name),
+                    format!(
+                        "unexpected file `{name}` (a bundle holds {MANIFEST_FILE}, *.cedarschema, *.cedar, {ENTITIES_FILE} and tests/*.yaml)"
+                    ),
+                ));
+            }
+        }
+        // Stable order whatever order the host listed the files in.
+        schema_files.sort();
+        policy_files.sort();
+        case_files.sort();
+
+        let Some((mname, mtext)) = manifest_file else {
+            problems.push(BundleProblem::new(ProblemKind::MissingFile, format!("no `{MANIFEST_FILE}` in the bundle")));
+            return Err(problems);
+        };
+        let manifest = match Manifest::parse(mname, mtext) {
+            Ok(m) => m,
+            Err(p) => {
+                problems.push(p);
+                return Err(problems);
+            }
+        };
+        let ns = manifest.bundle.namespace.clone();
+
+        // Schema: the engine's fragment plus the bundle's.
+        let mut fragments = Vec::new();
+        match SchemaFragment::from_cedarschema_str(PORTCULLIS_SCHEMA) {
+            Ok((f, _)) => fragments.push(f),
+            Err(e) => problems.push(BundleProblem::new(ProblemKind::Schema, format!("engine schema: {e}"))),
+        }
+        if schema_files.is_empty() {
+            problems.push(BundleProblem::new(ProblemKind::MissingFile, "no `*.cedarschema` file in the bundle"));
+        }
+        for (name, text) in &schema_files {
+            match SchemaFragment::from_cedarschema_str(text) {
+                Ok((f, _warnings)) => fragments.push(f),
+                Err(e) => problems.push(diagnostic_problem(ProblemKind::Schema, name, text, &e)),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let schema = match Schema::from_schema_fragments(fragments) {
+            Ok(s) => s,
+            Err(e) => {
+                let (name, text) = schema_files.first().map(|(n, t)| (n.as_str(), t.as_str())).unwrap_or(("", ""));
+                problems.push(diagnostic_problem(ProblemKind::Schema, name, text, &e));
+                return Err(problems);
+            }
+        };
+        let schema_name = schema_files.first().map(|(n, _)| n.as_str()).unwrap_or("schema.cedarschema");
+        let schema_text = schema_files.first().map(|(_, t)| t.as_str()).unwrap_or("");
+        let (types, actions) = match vocabulary(&schema, &ns, schema_name, schema_text) {
+            Ok(v) => v,
+            Err(mut p) => {
+                problems.append(&mut p);
+                return Err(problems);
+            }
+        };
+
+        // Policies: each file on its own, so every error knows its file.
+        let mut policies = PolicySet::new();
+        let mut meta = HashMap::new();
+        let mut origin: HashMap<PolicyId, (&str, &str, usize)> = HashMap::new();
+        if policy_files.is_empty() {
+            problems.push(BundleProblem::new(ProblemKind::MissingFile, "no `*.cedar` policy file in the bundle"));
+        }
+        for (name, text) in &policy_files {
+            let set = match PolicySet::from_str(text) {
+                Ok(s) => s,
+                Err(e) => {
+                    problems.push(diagnostic_problem(ProblemKind::PolicyParse, name, text, &e));
+                    continue;
+                }
+            };
+            let starts = policy_starts(text);
+            let mut parsed: Vec<&Policy> = set.policies().collect();
+            // Cedar numbers a file's policies policy0, policy1 … in order.
+            parsed.sort_by_key(|p| p.id().to_string().trim_start_matches("policy").parse::<usize>().unwrap_or(0));
+            for (index, policy) in parsed.into_iter().enumerate() {
+                let start = starts.get(index).copied().unwrap_or(0);
+                let at = |needle: &str| {
+                    let off = text.get(start..).and_then(|rest| rest.find(needle)).map(|i| start + i).unwrap_or(start);
+                    Location::at_offset(name, text, off)
+                };
+                if policy.is_static() {
+                    // fine
+                } else {
+                    problems.push(BundleProblem::at(ProblemKind::PolicyParse, at(""), "templates are not supported in bundles"));
+                    continue;
+                }
+                for (key, _) in policy.annotations() {
+                    if !ANNOTATIONS.contains(&key) {
+                        problems.push(BundleProblem::at(
+                            ProblemKind::PolicyParse,
+                            at(&format!("@{key}")),
+                            format!("unknown annotation `@{key}` (expected one of {})", ANNOTATIONS.map(|a| format!("@{a}")).join(", ")),
+                        ));
+                    }
+                }
+                let Some(id) = policy.annotation("id").map(str::to_string) else {
+                    problems.push(BundleProblem::at(
+                        ProblemKind::PolicyParse,
+                        at(""),
+                        "policy has no `@id(\"…\")` annotation; every policy needs a unique id",
+                    ));
+                    continue;
+                };
+                let pid = PolicyId::new(&id);
+                if let Some((other, otext, ooff)) = origin.get(&pid) {
+                    let first = Location::at_offset(other, otext, *ooff);
+                    problems.push(BundleProblem::at(
+                        ProblemKind::PolicyParse,
+                        at("@id"),
+                        format!("policy id `{id}` is used twice (first at {first})"),
+                    ));
+                    continue;
+                }
+                let effect_forbid = policy.effect() == cedar_policy::Effect::Forbid;
+                let outcome = match policy.annotation("outcome") {
+                    None => if effect_forbid { Outcome::Deny } else { Outcome::Allow },
+                    Some(text_outcome) => match text_outcome.parse::<Outcome>() {
+                        Ok(o) => o,
+                        Err(msg) => {
+                            problems.push(BundleProblem::at(ProblemKind::PolicyParse, at("@outcome"), msg));
+                            continue;
+                        }
+                    },
+                };
+                if effect_forbid == outcome.fits_permit() {
+                    problems.push(BundleProblem::at(
+                        ProblemKind::PolicyParse,
+                        at("@outcome"),
+                        if effect_forbid {
+                            format!("a `forbid` cannot carry `@outcome(\"{outcome}\")` (expected challenge, throttle, deny or lock)")
+                        } else {
+                            format!("a `permit` cannot carry `@outcome(\"{outcome}\")` (expected allow or redact)")
+                        },
+                    ));
+                    continue;
+                }
+                let retry_after = match policy.annotation("retry_after") {
+                    None => None,
+                    Some("lockout") => Some(RetryAfter::Lockout),
+                    Some(v) => match v.parse::<u64>() {
+                        Ok(n) => Some(RetryAfter::Seconds(n)),
+                        Err(_) => {
+                            problems.push(BundleProblem::at(
+                                ProblemKind::PolicyParse,
+                                at("@retry_after"),
+                                format!("`@retry_after(\"{v}\")` is neither a number of seconds nor \"lockout\""),
+                            ));
+                            continue;
+                        }
+                    },
+                };
+                let m = PolicyMeta {
+                    outcome,
+                    reason: policy.annotation("reason").map(str::to_string),
+                    escalate: policy.annotation("escalate").map(str::to_string),
+                    retry_after,
+                    file: name.to_string(),
+                };
+                if let Err(e) = policies.add(policy.new_id(pid.clone())) {
+                    problems.push(BundleProblem::at(ProblemKind::PolicyParse, at(""), e.to_string()));
+                    continue;
+                }
+                origin.insert(pid.clone(), (name, text, start));
+                meta.insert(pid, m);
+            }
+        }
+        if meta.len() > MAX_POLICIES {
+            problems.push(BundleProblem::new(
+                ProblemKind::Limit,
+                format!("bundle has {} policies, over the limit of {MAX_POLICIES}", meta.len()),
+            ));
+        }
+        if problems.is_empty() {
+            let result = Validator::new(schema.clone()).validate(&policies, ValidationMode::Strict);
+            for err in result.validation_errors() {
+                let (name, text) = origin.get(err.policy_id()).map(|(n, t, _)| (*n, *t)).unwrap_or(("", ""));
+                problems.push(diagnostic_problem(ProblemKind::PolicyValidation, name, text, err));
+            }
+        }
+
+        // Static entities.
+        let entities = match entities_file {
+            None => Entities::empty(),
+            Some((name, text)) => match Entities::from_json_str(text, Some(&schema)) {
+                Ok(e) => e,
+                Err(e) => {
+                    problems.push(entity_problem(name, text, &e));
+                    Entities::empty()
+                }
+            },
+        };
+
+        // Cases.
+        let mut cases = Vec::new();
+        for (name, text) in &case_files {
+            match CaseFile::parse(name, text) {
+                Ok(c) => cases.push(c),
+                Err(p) => problems.push(p),
+            }
+        }
+
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+
+        let mut hasher = Sha256::new();
+        let sorted: BTreeMap<&str, &str> = files.iter().map(|(n, t)| (n.as_str(), t.as_str())).collect();
+        for (n, t) in sorted {
+            hasher.update((n.len() as u64).to_le_bytes());
+            hasher.update(n.as_bytes());
+            hasher.update((t.len() as u64).to_le_bytes());
+            hasher.update(t.as_bytes());
+        }
+        let mut policy_ids: Vec<String> = meta.keys().map(|p| p.to_string()).collect();
+        policy_ids.sort();
+        let info = BundleInfo {
+            name: manifest.bundle.name.clone(),
+            version: manifest.bundle.version.clone(),
+            namespace: ns,
+            hash: hex::encode(hasher.finalize()),
+            policy_ids,
+            case_count: cases.iter().map(|c| c.cases.len() as u32).sum(),
+        };
+        Ok(Bundle { manifest, schema, policies, meta, entities, cases, info, types, actions })
+    }
+
+    /// What this bundle is.
+    pub fn info(&self) -> &BundleInfo {
+        &self.info
+    }
+
+    /// The manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The case files.
+    pub fn case_files(&self) -> &[CaseFile] {
+        &self.cases
+    }
+}
+
+/// Entity types and actions of the bundle namespace, by request name; and a
+/// check that each action declares the engine's context.
+#[expect(clippy::type_complexity, reason = "two lookup maps returned together")]
+fn vocabulary(
+    schema: &Schema,
+    ns: &str,
+    file: &str,
+    text: &str,
+) -> Result<(HashMap<String, EntityTypeName>, HashMap<String, EntityUid>), Vec<BundleProblem>> {
+    let mut problems = Vec::new();
+    let prefix = format!("{ns}::");
+    let mut types = HashMap::new();
+    for t in schema.entity_types() {
+        let full = t.to_string();
+        if let Some(short) = full.strip_prefix(&prefix) {
+            if !short.contains("::") {
+                types.insert(short.to_string(), t.clone());
+            }
+        }
+    }
+    let mut actions = HashMap::new();
+    let probe = crate::context::probe_context();
+    for a in schema.actions() {
+        if a.type_name().to_string() != format!("{ns}::Action") {
+            continue;
+        }
+        let name = a.id().unescaped().to_string();
+        if let Err(e) = cedar_policy::Context::from_pairs(probe.clone()).map_err(|e| e.to_string()).and_then(|c| c.validate(schema, a).map_err(|e| e.to_string())) {
+            let off = text.find(&format!("\"{name}\"")).or_else(|| text.find(&format!("action {name}"))).unwrap_or(0);
+            problems.push(BundleProblem::at(
+                ProblemKind::Schema,
+                Location::at_offset(file, text, off),
+                format!("action `{name}` must declare `context: Portcullis::Context` (the context the engine supplies): {e}"),
+            ));
+        }
+        actions.insert(name, a.clone());
+    }
+    if types.is_empty() || actions.is_empty() {
+        problems.push(BundleProblem::at(
+            ProblemKind::Schema,
+            Location::file(file),
+            format!("the schema declares no entity types or no actions in the manifest's namespace `{ns}`"),
+        ));
+    }
+    if problems.is_empty() { Ok((types, actions)) } else { Err(problems) }
+}
+
+/// Byte offsets where each policy of a file starts (its first annotation
+/// or its `permit`/`forbid`), in order; strings and comments skipped.
+fn policy_starts(text: &str) -> Vec<usize> {
+    let bytes = text.as_bytes();
+    let mut starts = Vec::new();
+    let mut i = 0;
+    let mut depth = 0i32;
+    let mut at_statement_start = true;
+    while i < bytes.len() {
+        let b = bytes.get(i).copied().unwrap_or(b' ');
+        match b {
+            b'/' if bytes.get(i + 1) == Some(&b'/') => {
+                while i < bytes.len() && bytes.get(i) != Some(&b'\n') {
+                    i += 1;
+                }
+                continue;
+            }
+            b'"' => {
+                if at_statement_start && depth == 0 {
+                    at_statement_start = false;
+                }
+                i += 1;
+                while i < bytes.len() {
+                    match bytes.get(i) {
+                        Some(b'\\') => i += 2,
+                        Some(b'"') => break,
+                        _ => i += 1,
+                    }
+                }
+            }
+            b'(' | b'{' | b'[' => depth += 1,
+            b')' | b'}' | b']' => depth -= 1,
+            b';' if depth == 0 => at_statement_start = true,
+            c if c.is_ascii_whitespace() => {}
+            _ => {
+                if at_statement_start && depth == 0 {
+                    starts.push(i);
+                    at_statement_start = false;
+                }
+            }
+        }
+        i += 1;
+    }
+    starts
+}
+
+/// A problem from a cedar diagnostic, located by its first label.
+fn diagnostic_problem(kind: ProblemKind, file: &str, text: &str, err: &dyn Diagnostic) -> BundleProblem {
+    let offset = err.labels().and_then(|mut l| l.next()).map(|l| l.offset());
+    let mut message = lowercase_first(&err.to_string());
+    if let Some(help) = err.help() {
+        message.push_str(&format!(" (help: {help})"));
+    }
+    match offset {
+        Some(off) if !file.is_empty() => BundleProblem::at(kind, Location::at_offset(file, text, off), message),
+        _ if !file.is_empty() => BundleProblem::at(kind, Location::file(file), message),
+        _ => BundleProblem::new(kind, message),
+    }
+}
+
+/// Entity errors carry no span: find the entity's uid in the text.
+fn entity_problem(file: &str, text: &str, err: &cedar_policy::entities_errors::EntitiesError) -> BundleProblem {
+    let message = lowercase_first(&err.to_string());
+    // The message quotes the entity (`Crm::Role::"admin"`); find its id.
+    let off = message
+        .split('"')
+        .nth(1)
+        .and_then(|id| text.find(&format!("\"{id}\"")))
+        .unwrap_or(0);
+    BundleProblem::at(ProblemKind::Entities, Location::at_offset(file, text, off), message)
+}
+
+fn lowercase_first(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_lowercase().collect::<String>() + c.as_str(),
+        None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_policy_starts_past_strings_and_comments() {
+        let text = "// a; b\n@id(\"x;\")\npermit(principal, action, resource) when { \"}\" == \"}\" };\n\nforbid(principal, action, resource);\n";
+        let starts = policy_starts(text);
+        assert_eq!(starts.len(), 2);
+        assert!(text.get(starts[0]..).is_some_and(|s| s.starts_with("@id")));
+        assert!(text.get(starts[1]..).is_some_and(|s| s.starts_with("forbid")));
+    }
+}

@@ -1,0 +1,350 @@
+//! One decision: how a request becomes an outcome, and what is recorded.
+//!
+//! The flow is: parse → qualify → derive (one batched store read) →
+//! evaluate Cedar → conclude from annotations → account (one batched
+//! compare-and-set, retried from the conflicting entries) → audit record.
+//! Every fault on the way is a `deny` whose `error` names it.
+
+use crate::bundle::{Bundle, RetryAfter};
+use crate::context::{self, Facts, Pathway, SyntheticStatus};
+use crate::error::RequestError;
+use crate::lockout;
+use crate::outcome::Outcome;
+use crate::request::Request;
+use crate::store::{Entry, Store, WriteResult};
+use crate::timefmt;
+use cedar_policy::{Authorizer, Context, Decision as CedarDecision, EntityId, EntityUid, PolicyId};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// How many times a conflicting compare-and-set is recomputed and retried.
+const CAS_RETRIES: usize = 16;
+
+/// Why a decision could not be made normally (it is then a `deny`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecisionError {
+    /// `invalid-request`, `no-bundle`, `store`, `evaluation`, `engine-fault`.
+    pub kind: String,
+    /// What went wrong.
+    pub message: String,
+    /// The request field at fault, for `invalid-request`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+/// The audit record of one decision: why, without secrets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// Request time (RFC 3339).
+    pub time: String,
+    /// SHA-256 of the request text, hex: ties the record to the request
+    /// without keeping tokens, bodies or passwords.
+    pub request_digest: String,
+    /// Qualified principal uid, e.g. `Crm::User::"alice@example.com"`.
+    pub principal: String,
+    /// Qualified action uid.
+    pub action: String,
+    /// Qualified resource uid.
+    pub resource: String,
+    /// `auth_failure` / `auth_success` for events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<String>,
+    /// The outcome.
+    pub outcome: Outcome,
+    /// Determining policy ids.
+    pub policies: Vec<String>,
+    /// Reasons given.
+    pub reasons: Vec<String>,
+    /// Pathway taken.
+    pub pathway: String,
+    /// Counts and statuses that drove the decision.
+    pub facts: serde_json::Value,
+    /// Bundle name, version and hash.
+    pub bundle: String,
+    /// Engine version.
+    pub engine: String,
+    /// Fault, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A decision, as every host returns it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    /// The graduated outcome.
+    pub outcome: Outcome,
+    /// True for `allow` and `redact`.
+    pub allowed: bool,
+    /// Determining policy ids, sorted.
+    pub policies: Vec<String>,
+    /// Reasons, in the order of `policies` (or `no-permit`, or the fault).
+    pub reasons: Vec<String>,
+    /// Escalation target of the most severe determining policy.
+    pub escalation: Option<String>,
+    /// Seconds the caller should wait before retrying.
+    pub retry_after: Option<u64>,
+    /// `authentic` or `synthetic`.
+    pub pathway: String,
+    /// The fault that forced a deny, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<DecisionError>,
+    /// The audit record.
+    pub audit: AuditRecord,
+}
+
+impl Decision {
+    /// The decision as JSON text.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|e| {
+            format!(r#"{{"outcome":"deny","allowed":false,"policies":[],"reasons":["error: cannot serialise decision: {e}"],"escalation":null,"retry_after":null,"pathway":"authentic","error":{{"kind":"engine-fault","message":"cannot serialise decision"}}}}"#)
+        })
+    }
+
+    /// A fail-closed deny for a fault before a request could be read.
+    pub fn fault(kind: &str, message: String, field: Option<String>, request_text: &str) -> Decision {
+        let reason = format!("error: {message}");
+        Decision {
+            outcome: Outcome::Deny,
+            allowed: false,
+            policies: Vec::new(),
+            reasons: vec![reason],
+            escalation: None,
+            retry_after: None,
+            pathway: Pathway::Authentic.as_str().to_string(),
+            error: Some(DecisionError { kind: kind.to_string(), message: message.clone(), field }),
+            audit: AuditRecord {
+                time: String::new(),
+                request_digest: digest(request_text),
+                principal: String::new(),
+                action: String::new(),
+                resource: String::new(),
+                event: None,
+                outcome: Outcome::Deny,
+                policies: Vec::new(),
+                reasons: Vec::new(),
+                pathway: Pathway::Authentic.as_str().to_string(),
+                facts: serde_json::Value::Null,
+                bundle: String::new(),
+                engine: crate::ENGINE_VERSION.to_string(),
+                error: Some(format!("{kind}: {message}")),
+            },
+        }
+    }
+
+    /// A fail-closed deny for a request that cannot be parsed.
+    pub fn invalid(err: RequestError, request_text: &str) -> Decision {
+        let field = (!err.field.is_empty()).then(|| err.field.clone());
+        Decision::fault("invalid-request", err.to_string(), field, request_text)
+    }
+}
+
+fn digest(text: &str) -> String {
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+/// A request qualified into the bundle's namespace.
+struct Qualified {
+    principal: EntityUid,
+    action: EntityUid,
+    resource: EntityUid,
+}
+
+impl Bundle {
+    /// Decide on one request given as JSON text. Never fails: faults are a
+    /// `deny` naming the fault.
+    pub fn decide(&self, request_text: &str, store: &mut dyn Store) -> Decision {
+        match Request::from_json(request_text) {
+            Ok(req) => self.decide_request(&req, request_text, store),
+            Err(e) => Decision::invalid(e, request_text),
+        }
+    }
+
+    /// Decide on a parsed request. `request_text` feeds the audit digest.
+    pub fn decide_request(&self, req: &Request, request_text: &str, store: &mut dyn Store) -> Decision {
+        let now = match &req.now {
+            Some(t) => match timefmt::parse_now(t) {
+                Ok(n) => n,
+                Err(e) => return Decision::invalid(e, request_text),
+            },
+            None => timefmt::clock_now(),
+        };
+        let q = match self.qualify(req) {
+            Ok(q) => q,
+            Err(e) => return Decision::invalid(e, request_text),
+        };
+
+        // Derive: which pathway, and the state it reads (one batched get).
+        let synthetic = if context::claims_synthetic(req) { SyntheticStatus::Unverified } else { SyntheticStatus::None };
+        let pathway = if synthetic == SyntheticStatus::Verified { Pathway::Synthetic } else { Pathway::Authentic };
+        let key = lockout::key(&self.info.namespace, pathway, req);
+        let mut entries = match store.get(std::slice::from_ref(&key)) {
+            Ok(e) if e.len() == 1 => e,
+            Ok(e) => return self.store_fault(req, &q, now, request_text, format!("store answered {} entries for 1 key", e.len())),
+            Err(e) => return self.store_fault(req, &q, now, request_text, format!("store read failed: {e}")),
+        };
+
+        for _ in 0..CAS_RETRIES {
+            let entry: &Entry = match entries.first() {
+                Some(e) => e,
+                None => break,
+            };
+            let (counter, write) = lockout::step(&self.manifest.lockout, req, entry, now);
+            let facts = Facts { now, pathway, synthetic, failures: counter.n, window_ends: counter.until };
+            let decision = self.evaluate(req, &q, &facts, request_text);
+            let Some(write) = write else { return decision };
+            match store.compare_and_set(std::slice::from_ref(&write)) {
+                Ok(results) => match results.into_iter().next() {
+                    Some(WriteResult::Written(_)) => return decision,
+                    Some(WriteResult::Conflict(current)) => entries = vec![current],
+                    None => return self.store_fault(req, &q, now, request_text, "store answered no result for a write".into()),
+                },
+                Err(e) => return self.store_fault(req, &q, now, request_text, format!("store write failed: {e}")),
+            }
+        }
+        self.store_fault(req, &q, now, request_text, format!("state kept changing: {CAS_RETRIES} compare-and-set conflicts in a row"))
+    }
+
+    fn qualify(&self, req: &Request) -> Result<Qualified, RequestError> {
+        let ty = |field: &str, name: &str| {
+            self.types.get(name).cloned().ok_or_else(|| {
+                let mut known: Vec<&str> = self.types.keys().map(String::as_str).collect();
+                known.sort();
+                RequestError::field(field, format!("unknown entity type `{}` (expected one of {})", crate::request::truncate(name), known.join(", ")))
+            })
+        };
+        let principal = EntityUid::from_type_name_and_id(ty("principal.type", &req.principal.kind)?, EntityId::new(&req.principal.id));
+        let resource = EntityUid::from_type_name_and_id(ty("resource.type", &req.resource.kind)?, EntityId::new(&req.resource.id));
+        let action = self.actions.get(&req.action).cloned().ok_or_else(|| {
+            let mut known: Vec<&str> = self.actions.keys().map(String::as_str).collect();
+            known.sort();
+            RequestError::field("action", format!("unknown action `{}` (expected one of {})", crate::request::truncate(&req.action), known.join(", ")))
+        })?;
+        Ok(Qualified { principal, action, resource })
+    }
+
+    fn evaluate(&self, req: &Request, q: &Qualified, facts: &Facts, request_text: &str) -> Decision {
+        let pairs = match context::build(req, facts) {
+            Ok(p) => p,
+            Err(e) => return self.conclude_fault(req, q, facts, request_text, "engine-fault", format!("cannot build context: {e}"), None),
+        };
+        let context = match Context::from_pairs(pairs) {
+            Ok(c) => c,
+            Err(e) => return self.conclude_fault(req, q, facts, request_text, "engine-fault", format!("cannot build context: {e}"), None),
+        };
+        let request = match cedar_policy::Request::new(q.principal.clone(), q.action.clone(), q.resource.clone(), context, Some(&self.schema)) {
+            Ok(r) => r,
+            Err(e) => {
+                // The schema refuses this combination (e.g. a principal type
+                // the action does not apply to): the request is at fault.
+                let field = match &e {
+                    cedar_policy::RequestValidationError::InvalidPrincipalType(_) => Some("principal.type".to_string()),
+                    cedar_policy::RequestValidationError::InvalidResourceType(_) => Some("resource.type".to_string()),
+                    cedar_policy::RequestValidationError::InvalidContext(_) => Some("context".to_string()),
+                    _ => None,
+                };
+                return self.conclude_fault(req, q, facts, request_text, "invalid-request", lower(&e.to_string()), field);
+            }
+        };
+        let response = Authorizer::new().is_authorized(&request, &self.policies, &self.entities);
+        let errors: Vec<String> = response.diagnostics().errors().map(|e| lower(&e.to_string())).collect();
+        if !errors.is_empty() {
+            // Fail closed: a policy that errored might have forbidden this.
+            return self.conclude_fault(req, q, facts, request_text, "evaluation", errors.join("; "), None);
+        }
+        let mut ids: Vec<&PolicyId> = response.diagnostics().reason().collect();
+        ids.sort_by_key(|id| id.to_string());
+        let (outcome, reasons, policies) = if ids.is_empty() {
+            // Cedar allows only with a determining permit, so this is a deny.
+            (Outcome::Deny, vec!["no-permit".to_string()], Vec::new())
+        } else {
+            let default = if response.decision() == CedarDecision::Allow { Outcome::Allow } else { Outcome::Deny };
+            let outcome = ids.iter().filter_map(|id| self.meta.get(*id)).map(|m| m.outcome).max().unwrap_or(default);
+            let reasons = ids
+                .iter()
+                .map(|id| self.meta.get(*id).and_then(|m| m.reason.clone()).unwrap_or_else(|| format!("policy {id}")))
+                .collect();
+            (outcome, reasons, ids.iter().map(|id| id.to_string()).collect())
+        };
+        // Escalation and retry advice come from the most severe policies first.
+        let mut ranked: Vec<_> = ids.iter().filter_map(|id| self.meta.get(*id)).collect();
+        ranked.sort_by(|a, b| b.outcome.cmp(&a.outcome));
+        let escalation = ranked.iter().find_map(|m| m.escalate.clone());
+        let retry_after = ranked.iter().find_map(|m| m.retry_after).map(|r| match r {
+            RetryAfter::Seconds(s) => s,
+            RetryAfter::Lockout => facts.window_ends.saturating_sub(facts.now).max(0) as u64,
+        });
+        self.finish(req, q, facts, request_text, outcome, policies, reasons, escalation, retry_after, None)
+    }
+
+    #[expect(clippy::too_many_arguments, reason = "one constructor for every way a decision ends")]
+    fn finish(
+        &self,
+        req: &Request,
+        q: &Qualified,
+        facts: &Facts,
+        request_text: &str,
+        outcome: Outcome,
+        policies: Vec<String>,
+        reasons: Vec<String>,
+        escalation: Option<String>,
+        retry_after: Option<u64>,
+        error: Option<DecisionError>,
+    ) -> Decision {
+        let audit = AuditRecord {
+            time: timefmt::format(facts.now),
+            request_digest: digest(request_text),
+            principal: q.principal.to_string(),
+            action: q.action.to_string(),
+            resource: q.resource.to_string(),
+            event: req.event.map(|e| e.as_str().to_string()),
+            outcome,
+            policies: policies.clone(),
+            reasons: reasons.clone(),
+            pathway: facts.pathway.as_str().to_string(),
+            facts: facts.audit_json(),
+            bundle: format!("{}@{}#{}", self.info.name, self.info.version, self.info.hash.get(..16).unwrap_or("")),
+            engine: crate::ENGINE_VERSION.to_string(),
+            error: error.as_ref().map(|e| format!("{}: {}", e.kind, e.message)),
+        };
+        Decision {
+            outcome,
+            allowed: outcome.is_allowed(),
+            policies,
+            reasons,
+            escalation,
+            retry_after,
+            pathway: facts.pathway.as_str().to_string(),
+            error,
+            audit,
+        }
+    }
+
+    #[expect(clippy::too_many_arguments, reason = "the context of a fault, kept for the audit record")]
+    fn conclude_fault(
+        &self,
+        req: &Request,
+        q: &Qualified,
+        facts: &Facts,
+        request_text: &str,
+        kind: &str,
+        message: String,
+        field: Option<String>,
+    ) -> Decision {
+        let reasons = vec![format!("error: {message}")];
+        let error = Some(DecisionError { kind: kind.to_string(), message, field });
+        self.finish(req, q, facts, request_text, Outcome::Deny, Vec::new(), reasons, None, None, error)
+    }
+
+    fn store_fault(&self, req: &Request, q: &Qualified, now: i64, request_text: &str, message: String) -> Decision {
+        let facts = Facts { now, pathway: Pathway::Authentic, synthetic: SyntheticStatus::None, failures: 0, window_ends: 0 };
+        self.conclude_fault(req, q, &facts, request_text, "store", message, None)
+    }
+}
+
+fn lower(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_lowercase().collect::<String>() + c.as_str(),
+        None => String::new(),
+    }
+}
