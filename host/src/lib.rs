@@ -1,1 +1,25 @@
-//! stub
+//! The portcullis Rust host: loads the guest component with wasmtime and
+//! drives it.
+//!
+//! Responsible for: precompiling the guest once and caching the result
+//! (`.cwasm`) so a restart does not recompile; bounding every guest call in
+//! memory and time; supplying the `store` import; recovering from a guest
+//! trap (the decision is a deny naming the fault, and the instance is
+//! rebuilt with its bundle). Not responsible for any decision rule: those
+//! are in `portcullis-engine`, inside the guest.
+
+mod bindings {
+    #![allow(missing_docs)]
+    wasmtime::component::bindgen!({
+        world: "guest",
+        path: "../wit",
+    });
+}
+
+pub mod bundle_dir;
+mod runtime;
+
+pub use runtime::{GuestInstance, GuestRuntime, LoadError, RuntimeOptions};
+
+/// The guest component embedded at build time.
+pub const GUEST_WASM: &[u8] = include_bytes!(env!("PORTCULLIS_GUEST_WASM_PATH"));
