@@ -338,13 +338,7 @@ fn replay(cli: &Cli, bundle: &Path, traffic: &Path, summary_only: bool) -> Resul
             if !summary_only {
                 match cli.format {
                     Format::Json => writeln!(out, "{d}")?,
-                    Format::Text => {
-                        write!(out, "{line_no:>6}: {}", render(&v))?;
-                        if let Some(m) = v["error"]["message"].as_str() {
-                            write!(out, " | error: {m}")?;
-                        }
-                        writeln!(out)?;
-                    }
+                    Format::Text => writeln!(out, "{line_no:>6}: {}", render(&v))?,
                 }
             }
         }

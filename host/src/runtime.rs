@@ -113,7 +113,7 @@ impl GuestRuntime {
     /// A new instance with its own state store.
     pub fn instantiate(&self, store: Box<dyn EngineStore + Send>) -> Result<GuestInstance> {
         let (wstore, guest) = self.fresh(store)?;
-        Ok(GuestInstance { runtime: self.clone(), store: Some(wstore), guest, files: None })
+        Ok(GuestInstance { runtime: self.clone(), store: Some(wstore), guest, files: None, deadline: None })
     }
 
     fn fresh(&self, state: Box<dyn EngineStore + Send>) -> Result<(Store<HostState>, Guest)> {
@@ -234,12 +234,14 @@ pub struct GuestInstance {
     guest: Guest,
     /// The files of the loaded bundle, to reload after a trap.
     files: Option<Vec<(String, String)>>,
+    /// Per-instance call deadline in ticks, overriding the runtime's.
+    deadline: Option<u64>,
 }
 
 impl GuestInstance {
     fn call<R>(&mut self, f: impl FnOnce(&Guest, &mut Store<HostState>) -> wasmtime::Result<R>) -> Result<R> {
         let store = self.store.as_mut().ok_or_else(|| anyhow!("guest instance lost"))?;
-        store.set_epoch_deadline(self.runtime.deadline_ticks());
+        store.set_epoch_deadline(self.deadline.unwrap_or_else(|| self.runtime.deadline_ticks()));
         match f(&self.guest, store) {
             Ok(r) => Ok(r),
             Err(e) => {
@@ -259,13 +261,20 @@ impl GuestInstance {
             self.store = Some(store);
             self.guest = guest;
             if let Some(files) = self.files.clone() {
+                let saved = self.deadline.take();
                 let _ = self.load_inner(&files);
+                self.deadline = saved;
             }
         }
     }
 
     fn load_inner(&mut self, files: &[(String, String)]) -> Result<Result<wit::BundleInfo, Vec<wit::BundleProblem>>> {
         self.call(|g, s| g.portcullis_engine_engine().call_load(s, files))
+    }
+
+    /// Change how long one call of this instance may run.
+    pub fn set_call_timeout(&mut self, timeout: Duration) {
+        self.deadline = Some((timeout.as_millis() / TICK.as_millis()).max(1) as u64 + 1);
     }
 
     /// Load a bundle: atomic, the previous one stays on any problem.
