@@ -9,7 +9,8 @@ fn main() {
     let path = match std::env::var_os("PORTCULLIS_GUEST_WASM") {
         Some(p) => PathBuf::from(p),
         None => {
-            let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default());
+            let manifest =
+                PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default());
             let target = std::env::var_os("CARGO_TARGET_DIR")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| manifest.join("../target"));
@@ -26,5 +27,8 @@ fn main() {
         );
         std::process::exit(1);
     }
-    println!("cargo:rustc-env=PORTCULLIS_GUEST_WASM_PATH={}", path.display());
+    println!(
+        "cargo:rustc-env=PORTCULLIS_GUEST_WASM_PATH={}",
+        path.display()
+    );
 }

@@ -11,8 +11,8 @@ use crate::error::{BundleProblem, Location, ProblemKind};
 use crate::manifest::Manifest;
 use crate::outcome::Outcome;
 use cedar_policy::{
-    Entities, EntityTypeName, EntityUid, Policy, PolicyId, PolicySet, Schema, SchemaFragment, ValidationMode,
-    Validator,
+    Entities, EntityTypeName, EntityUid, Policy, PolicyId, PolicySet, Schema, SchemaFragment,
+    ValidationMode, Validator,
 };
 use miette::Diagnostic;
 use serde::{Deserialize, Serialize};
@@ -31,7 +31,14 @@ pub const MANIFEST_FILE: &str = "portcullis.toml";
 pub const ENTITIES_FILE: &str = "entities.json";
 
 /// Annotations a policy may carry.
-pub const ANNOTATIONS: [&str; 6] = ["id", "outcome", "reason", "escalate", "retry_after", "description"];
+pub const ANNOTATIONS: [&str; 6] = [
+    "id",
+    "outcome",
+    "reason",
+    "escalate",
+    "retry_after",
+    "description",
+];
 
 /// What a loaded bundle is (mirrors `bundle-info` in the WIT).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,7 +85,6 @@ pub struct PolicyMeta {
 #[derive(Debug)]
 pub struct Bundle {
     pub(crate) manifest: Manifest,
-    pub(crate) schema: Schema,
     pub(crate) policies: PolicySet,
     pub(crate) meta: HashMap<PolicyId, PolicyMeta>,
     pub(crate) entities: Entities,
@@ -86,8 +92,19 @@ pub struct Bundle {
     pub(crate) info: BundleInfo,
     /// Qualified names of entity types, by unqualified request name.
     pub(crate) types: HashMap<String, EntityTypeName>,
-    /// Action uids by request name.
-    pub(crate) actions: HashMap<String, EntityUid>,
+    /// Action uids by request name, with the principal and resource types
+    /// each applies to (checked per request instead of a schema-validated
+    /// `cedar_policy::Request`, whose context check is redundant: the engine
+    /// builds the context, and its shape is checked once here at load).
+    pub(crate) actions: HashMap<String, ActionInfo>,
+}
+
+/// An action and what it applies to.
+#[derive(Debug, Clone)]
+pub(crate) struct ActionInfo {
+    pub(crate) uid: EntityUid,
+    pub(crate) principals: Vec<EntityTypeName>,
+    pub(crate) resources: Vec<EntityTypeName>,
 }
 
 impl Bundle {
@@ -110,14 +127,20 @@ impl Bundle {
         let mut seen = std::collections::HashSet::new();
         for (name, text) in files {
             if !seen.insert(name.as_str()) {
-                problems.push(BundleProblem::at(ProblemKind::MissingFile, Location::file(name), "file given twice"));
+                problems.push(BundleProblem::at(
+                    ProblemKind::MissingFile,
+                    Location::file(name),
+                    "file given twice",
+                ));
                 continue;
             }
             if name == MANIFEST_FILE {
                 manifest_file = Some((name, text));
             } else if name == ENTITIES_FILE {
                 entities_file = Some((name, text));
-            } else if name.starts_with("tests/") && (name.ends_with(".yaml") || name.ends_with(".yml")) {
+            } else if name.starts_with("tests/")
+                && (name.ends_with(".yaml") || name.ends_with(".yml"))
+            {
                 case_files.push((name, text));
             } else if name.ends_with(".cedarschema") && !name.contains('/') {
                 schema_files.push((name, text));
@@ -139,7 +162,10 @@ impl Bundle {
         case_files.sort();
 
         let Some((mname, mtext)) = manifest_file else {
-            problems.push(BundleProblem::new(ProblemKind::MissingFile, format!("no `{MANIFEST_FILE}` in the bundle")));
+            problems.push(BundleProblem::new(
+                ProblemKind::MissingFile,
+                format!("no `{MANIFEST_FILE}` in the bundle"),
+            ));
             return Err(problems);
         };
         let manifest = match Manifest::parse(mname, mtext) {
@@ -155,10 +181,16 @@ impl Bundle {
         let mut fragments = Vec::new();
         match SchemaFragment::from_cedarschema_str(PORTCULLIS_SCHEMA) {
             Ok((f, _)) => fragments.push(f),
-            Err(e) => problems.push(BundleProblem::new(ProblemKind::Schema, format!("engine schema: {e}"))),
+            Err(e) => problems.push(BundleProblem::new(
+                ProblemKind::Schema,
+                format!("engine schema: {e}"),
+            )),
         }
         if schema_files.is_empty() {
-            problems.push(BundleProblem::new(ProblemKind::MissingFile, "no `*.cedarschema` file in the bundle"));
+            problems.push(BundleProblem::new(
+                ProblemKind::MissingFile,
+                "no `*.cedarschema` file in the bundle",
+            ));
         }
         for (name, text) in &schema_files {
             match SchemaFragment::from_cedarschema_str(text) {
@@ -172,12 +204,18 @@ impl Bundle {
         let schema = match Schema::from_schema_fragments(fragments) {
             Ok(s) => s,
             Err(e) => {
-                let (name, text) = schema_files.first().map(|(n, t)| (n.as_str(), t.as_str())).unwrap_or(("", ""));
+                let (name, text) = schema_files
+                    .first()
+                    .map(|(n, t)| (n.as_str(), t.as_str()))
+                    .unwrap_or(("", ""));
                 problems.push(diagnostic_problem(ProblemKind::Schema, name, text, &e));
                 return Err(problems);
             }
         };
-        let schema_name = schema_files.first().map(|(n, _)| n.as_str()).unwrap_or("schema.cedarschema");
+        let schema_name = schema_files
+            .first()
+            .map(|(n, _)| n.as_str())
+            .unwrap_or("schema.cedarschema");
         let schema_text = schema_files.first().map(|(_, t)| t.as_str()).unwrap_or("");
         let (types, actions) = match vocabulary(&schema, &ns, schema_name, schema_text) {
             Ok(v) => v,
@@ -192,7 +230,10 @@ impl Bundle {
         let mut meta = HashMap::new();
         let mut origin: HashMap<PolicyId, (&str, &str, usize)> = HashMap::new();
         if policy_files.is_empty() {
-            problems.push(BundleProblem::new(ProblemKind::MissingFile, "no `*.cedar` policy file in the bundle"));
+            problems.push(BundleProblem::new(
+                ProblemKind::MissingFile,
+                "no `*.cedar` policy file in the bundle",
+            ));
         }
         for (name, text) in &policy_files {
             let set = match PolicySet::from_str(text) {
@@ -205,17 +246,31 @@ impl Bundle {
             let starts = policy_starts(text);
             let mut parsed: Vec<&Policy> = set.policies().collect();
             // Cedar numbers a file's policies policy0, policy1 … in order.
-            parsed.sort_by_key(|p| p.id().to_string().trim_start_matches("policy").parse::<usize>().unwrap_or(0));
+            parsed.sort_by_key(|p| {
+                p.id()
+                    .to_string()
+                    .trim_start_matches("policy")
+                    .parse::<usize>()
+                    .unwrap_or(0)
+            });
             for (index, policy) in parsed.into_iter().enumerate() {
                 let start = starts.get(index).copied().unwrap_or(0);
                 let at = |needle: &str| {
-                    let off = text.get(start..).and_then(|rest| rest.find(needle)).map(|i| start + i).unwrap_or(start);
+                    let off = text
+                        .get(start..)
+                        .and_then(|rest| rest.find(needle))
+                        .map(|i| start + i)
+                        .unwrap_or(start);
                     Location::at_offset(name, text, off)
                 };
                 if policy.is_static() {
                     // fine
                 } else {
-                    problems.push(BundleProblem::at(ProblemKind::PolicyParse, at(""), "templates are not supported in bundles"));
+                    problems.push(BundleProblem::at(
+                        ProblemKind::PolicyParse,
+                        at(""),
+                        "templates are not supported in bundles",
+                    ));
                     continue;
                 }
                 for (key, _) in policy.annotations() {
@@ -223,7 +278,10 @@ impl Bundle {
                         problems.push(BundleProblem::at(
                             ProblemKind::PolicyParse,
                             at(&format!("@{key}")),
-                            format!("unknown annotation `@{key}` (expected one of {})", ANNOTATIONS.map(|a| format!("@{a}")).join(", ")),
+                            format!(
+                                "unknown annotation `@{key}` (expected one of {})",
+                                ANNOTATIONS.map(|a| format!("@{a}")).join(", ")
+                            ),
                         ));
                     }
                 }
@@ -247,11 +305,21 @@ impl Bundle {
                 }
                 let effect_forbid = policy.effect() == cedar_policy::Effect::Forbid;
                 let outcome = match policy.annotation("outcome") {
-                    None => if effect_forbid { Outcome::Deny } else { Outcome::Allow },
+                    None => {
+                        if effect_forbid {
+                            Outcome::Deny
+                        } else {
+                            Outcome::Allow
+                        }
+                    }
                     Some(text_outcome) => match text_outcome.parse::<Outcome>() {
                         Ok(o) => o,
                         Err(msg) => {
-                            problems.push(BundleProblem::at(ProblemKind::PolicyParse, at("@outcome"), msg));
+                            problems.push(BundleProblem::at(
+                                ProblemKind::PolicyParse,
+                                at("@outcome"),
+                                msg,
+                            ));
                             continue;
                         }
                     },
@@ -291,7 +359,11 @@ impl Bundle {
                     file: name.to_string(),
                 };
                 if let Err(e) = policies.add(policy.new_id(pid.clone())) {
-                    problems.push(BundleProblem::at(ProblemKind::PolicyParse, at(""), e.to_string()));
+                    problems.push(BundleProblem::at(
+                        ProblemKind::PolicyParse,
+                        at(""),
+                        e.to_string(),
+                    ));
                     continue;
                 }
                 origin.insert(pid.clone(), (name, text, start));
@@ -301,14 +373,25 @@ impl Bundle {
         if meta.len() > MAX_POLICIES {
             problems.push(BundleProblem::new(
                 ProblemKind::Limit,
-                format!("bundle has {} policies, over the limit of {MAX_POLICIES}", meta.len()),
+                format!(
+                    "bundle has {} policies, over the limit of {MAX_POLICIES}",
+                    meta.len()
+                ),
             ));
         }
         if problems.is_empty() {
             let result = Validator::new(schema.clone()).validate(&policies, ValidationMode::Strict);
             for err in result.validation_errors() {
-                let (name, text) = origin.get(err.policy_id()).map(|(n, t, _)| (*n, *t)).unwrap_or(("", ""));
-                problems.push(diagnostic_problem(ProblemKind::PolicyValidation, name, text, err));
+                let (name, text) = origin
+                    .get(err.policy_id())
+                    .map(|(n, t, _)| (*n, *t))
+                    .unwrap_or(("", ""));
+                problems.push(diagnostic_problem(
+                    ProblemKind::PolicyValidation,
+                    name,
+                    text,
+                    err,
+                ));
             }
         }
 
@@ -338,7 +421,10 @@ impl Bundle {
         }
 
         let mut hasher = Sha256::new();
-        let sorted: BTreeMap<&str, &str> = files.iter().map(|(n, t)| (n.as_str(), t.as_str())).collect();
+        let sorted: BTreeMap<&str, &str> = files
+            .iter()
+            .map(|(n, t)| (n.as_str(), t.as_str()))
+            .collect();
         for (n, t) in sorted {
             hasher.update((n.len() as u64).to_le_bytes());
             hasher.update(n.as_bytes());
@@ -355,7 +441,16 @@ impl Bundle {
             policy_ids,
             case_count: cases.iter().map(|c| c.cases.len() as u32).sum(),
         };
-        Ok(Bundle { manifest, schema, policies, meta, entities, cases, info, types, actions })
+        Ok(Bundle {
+            manifest,
+            policies,
+            meta,
+            entities,
+            cases,
+            info,
+            types,
+            actions,
+        })
     }
 
     /// What this bundle is.
@@ -372,6 +467,13 @@ impl Bundle {
     pub fn case_files(&self) -> &[CaseFile] {
         &self.cases
     }
+
+    /// The parsed policies and entities, for benchmarks that compare with
+    /// bare Cedar.
+    #[doc(hidden)]
+    pub fn cedar_parts(&self) -> (&PolicySet, &Entities) {
+        (&self.policies, &self.entities)
+    }
 }
 
 /// Entity types and actions of the bundle namespace, by request name; and a
@@ -382,16 +484,14 @@ fn vocabulary(
     ns: &str,
     file: &str,
     text: &str,
-) -> Result<(HashMap<String, EntityTypeName>, HashMap<String, EntityUid>), Vec<BundleProblem>> {
+) -> Result<(HashMap<String, EntityTypeName>, HashMap<String, ActionInfo>), Vec<BundleProblem>> {
     let mut problems = Vec::new();
     let prefix = format!("{ns}::");
     let mut types = HashMap::new();
     for t in schema.entity_types() {
         let full = t.to_string();
-        if let Some(short) = full.strip_prefix(&prefix) {
-            if !short.contains("::") {
-                types.insert(short.to_string(), t.clone());
-            }
+        if let Some(short) = full.strip_prefix(&prefix).filter(|s| !s.contains("::")) {
+            types.insert(short.to_string(), t.clone());
         }
     }
     let mut actions = HashMap::new();
@@ -401,15 +501,36 @@ fn vocabulary(
             continue;
         }
         let name = a.id().unescaped().to_string();
-        if let Err(e) = cedar_policy::Context::from_pairs(probe.clone()).map_err(|e| e.to_string()).and_then(|c| c.validate(schema, a).map_err(|e| e.to_string())) {
-            let off = text.find(&format!("\"{name}\"")).or_else(|| text.find(&format!("action {name}"))).unwrap_or(0);
+        if let Err(e) = cedar_policy::Context::from_pairs(probe.clone())
+            .map_err(|e| e.to_string())
+            .and_then(|c| c.validate(schema, a).map_err(|e| e.to_string()))
+        {
+            let off = text
+                .find(&format!("\"{name}\""))
+                .or_else(|| text.find(&format!("action {name}")))
+                .unwrap_or(0);
             problems.push(BundleProblem::at(
                 ProblemKind::Schema,
                 Location::at_offset(file, text, off),
                 format!("action `{name}` must declare `context: Portcullis::Context` (the context the engine supplies): {e}"),
             ));
         }
-        actions.insert(name, a.clone());
+        let principals = schema
+            .principals_for_action(a)
+            .map(|i| i.cloned().collect())
+            .unwrap_or_default();
+        let resources = schema
+            .resources_for_action(a)
+            .map(|i| i.cloned().collect())
+            .unwrap_or_default();
+        actions.insert(
+            name,
+            ActionInfo {
+                uid: a.clone(),
+                principals,
+                resources,
+            },
+        );
     }
     if types.is_empty() || actions.is_empty() {
         problems.push(BundleProblem::at(
@@ -418,7 +539,11 @@ fn vocabulary(
             format!("the schema declares no entity types or no actions in the manifest's namespace `{ns}`"),
         ));
     }
-    if problems.is_empty() { Ok((types, actions)) } else { Err(problems) }
+    if problems.is_empty() {
+        Ok((types, actions))
+    } else {
+        Err(problems)
+    }
 }
 
 /// Byte offsets where each policy of a file starts (its first annotation
@@ -468,21 +593,32 @@ fn policy_starts(text: &str) -> Vec<usize> {
 }
 
 /// A problem from a cedar diagnostic, located by its first label.
-fn diagnostic_problem(kind: ProblemKind, file: &str, text: &str, err: &dyn Diagnostic) -> BundleProblem {
+fn diagnostic_problem(
+    kind: ProblemKind,
+    file: &str,
+    text: &str,
+    err: &dyn Diagnostic,
+) -> BundleProblem {
     let offset = err.labels().and_then(|mut l| l.next()).map(|l| l.offset());
     let mut message = lowercase_first(&err.to_string());
     if let Some(help) = err.help() {
         message.push_str(&format!(" (help: {help})"));
     }
     match offset {
-        Some(off) if !file.is_empty() => BundleProblem::at(kind, Location::at_offset(file, text, off), message),
+        Some(off) if !file.is_empty() => {
+            BundleProblem::at(kind, Location::at_offset(file, text, off), message)
+        }
         _ if !file.is_empty() => BundleProblem::at(kind, Location::file(file), message),
         _ => BundleProblem::new(kind, message),
     }
 }
 
 /// Entity errors carry no span: find the entity's uid in the text.
-fn entity_problem(file: &str, text: &str, err: &cedar_policy::entities_errors::EntitiesError) -> BundleProblem {
+fn entity_problem(
+    file: &str,
+    text: &str,
+    err: &cedar_policy::entities_errors::EntitiesError,
+) -> BundleProblem {
     let message = lowercase_first(&err.to_string());
     // The message quotes the entity (`Crm::Role::"admin"`); find its id.
     let off = message
@@ -490,7 +626,11 @@ fn entity_problem(file: &str, text: &str, err: &cedar_policy::entities_errors::E
         .nth(1)
         .and_then(|id| text.find(&format!("\"{id}\"")))
         .unwrap_or(0);
-    BundleProblem::at(ProblemKind::Entities, Location::at_offset(file, text, off), message)
+    BundleProblem::at(
+        ProblemKind::Entities,
+        Location::at_offset(file, text, off),
+        message,
+    )
 }
 
 fn lowercase_first(s: &str) -> String {
@@ -511,6 +651,9 @@ mod tests {
         let starts = policy_starts(text);
         assert_eq!(starts.len(), 2);
         assert!(text.get(starts[0]..).is_some_and(|s| s.starts_with("@id")));
-        assert!(text.get(starts[1]..).is_some_and(|s| s.starts_with("forbid")));
+        assert!(
+            text.get(starts[1]..)
+                .is_some_and(|s| s.starts_with("forbid"))
+        );
     }
 }

@@ -123,25 +123,40 @@ impl CaseFile {
             BundleProblem::at(ProblemKind::CaseFile, loc, msg)
         })?;
         let at_name = |name: &str| {
-            let off = text.find(&format!("name: {name}")).or_else(|| text.find(name)).unwrap_or(0);
+            let off = text
+                .find(&format!("name: {name}"))
+                .or_else(|| text.find(name))
+                .unwrap_or(0);
             Location::at_offset(file, text, off)
         };
         let mut names = std::collections::HashSet::new();
         let mut cases = Vec::new();
         for mut case in raw.cases {
             if !names.insert(case.name.clone()) {
-                return Err(BundleProblem::at(ProblemKind::CaseFile, at_name(&case.name), format!("case name `{}` is used twice", case.name)));
+                return Err(BundleProblem::at(
+                    ProblemKind::CaseFile,
+                    at_name(&case.name),
+                    format!("case name `{}` is used twice", case.name),
+                ));
             }
             match (case.request.take(), case.steps.is_empty()) {
                 (Some(request), true) => {
-                    case.steps.push(Step { request, repeat: 1, advance: None, expect: case.expect.take() });
+                    case.steps.push(Step {
+                        request,
+                        repeat: 1,
+                        advance: None,
+                        expect: case.expect.take(),
+                    });
                 }
                 (None, false) if case.expect.is_none() => {}
                 _ => {
                     return Err(BundleProblem::at(
                         ProblemKind::CaseFile,
                         at_name(&case.name),
-                        format!("case `{}` must have either `request` with `expect`, or `steps`", case.name),
+                        format!(
+                            "case `{}` must have either `request` with `expect`, or `steps`",
+                            case.name
+                        ),
                     ));
                 }
             }
@@ -149,32 +164,51 @@ impl CaseFile {
                 if let Some(defaults) = &raw.defaults {
                     step.request = merge(defaults, &step.request);
                 }
-                if let Some(a) = &step.advance {
-                    if humantime::parse_duration(a).is_err() {
-                        return Err(BundleProblem::at(
-                            ProblemKind::CaseFile,
-                            at_name(&case.name),
-                            format!("case `{}`: `advance: {a}` is not a duration like \"30s\"", case.name),
-                        ));
-                    }
+                if let Some(a) = &step.advance
+                    && humantime::parse_duration(a).is_err()
+                {
+                    return Err(BundleProblem::at(
+                        ProblemKind::CaseFile,
+                        at_name(&case.name),
+                        format!(
+                            "case `{}`: `advance: {a}` is not a duration like \"30s\"",
+                            case.name
+                        ),
+                    ));
                 }
                 if !step.request.is_object() {
-                    return Err(BundleProblem::at(ProblemKind::CaseFile, at_name(&case.name), format!("case `{}`: a request must be a mapping", case.name)));
+                    return Err(BundleProblem::at(
+                        ProblemKind::CaseFile,
+                        at_name(&case.name),
+                        format!("case `{}`: a request must be a mapping", case.name),
+                    ));
                 }
             }
             if !case.steps.iter().any(|s| s.expect.is_some()) {
-                return Err(BundleProblem::at(ProblemKind::CaseFile, at_name(&case.name), format!("case `{}` expects nothing; give at least one `expect`", case.name)));
+                return Err(BundleProblem::at(
+                    ProblemKind::CaseFile,
+                    at_name(&case.name),
+                    format!(
+                        "case `{}` expects nothing; give at least one `expect`",
+                        case.name
+                    ),
+                ));
             }
             cases.push(case);
         }
-        Ok(CaseFile { file: file.to_string(), cases })
+        Ok(CaseFile {
+            file: file.to_string(),
+            cases,
+        })
     }
 }
 
 /// Defaults under a request: top-level keys of the request win, and
 /// `context` is merged key by key.
 fn merge(defaults: &Value, request: &Value) -> Value {
-    let (Some(d), Some(r)) = (defaults.as_object(), request.as_object()) else { return request.clone() };
+    let (Some(d), Some(r)) = (defaults.as_object(), request.as_object()) else {
+        return request.clone();
+    };
     let mut out = d.clone();
     for (k, v) in r {
         match (k.as_str(), out.get_mut(k)) {
@@ -229,7 +263,11 @@ pub struct Report {
 impl Report {
     /// Add one case's result.
     pub fn push(&mut self, r: CaseResult) {
-        if r.passed { self.passed += 1 } else { self.failed += 1 }
+        if r.passed {
+            self.passed += 1
+        } else {
+            self.failed += 1
+        }
         self.cases.push(r);
     }
 }
@@ -239,15 +277,30 @@ impl Report {
 pub fn expand(case: &Case) -> Vec<(usize, Value, Option<&Expect>)> {
     let mut out = Vec::new();
     for (i, step) in case.steps.iter().enumerate() {
-        let advance = step.advance.as_deref().and_then(|a| humantime::parse_duration(a).ok()).map(|d| d.as_secs() as i64);
-        let start = step.request.get("now").and_then(Value::as_str).and_then(|t| crate::timefmt::parse_now(t).ok());
+        let advance = step
+            .advance
+            .as_deref()
+            .and_then(|a| humantime::parse_duration(a).ok())
+            .map(|d| d.as_secs() as i64);
+        let start = step
+            .request
+            .get("now")
+            .and_then(Value::as_str)
+            .and_then(|t| crate::timefmt::parse_now(t).ok());
         for n in 0..step.repeat.max(1) {
             let mut request = step.request.clone();
             if let (Some(adv), Some(start), Some(obj)) = (advance, start, request.as_object_mut()) {
-                obj.insert("now".into(), Value::String(crate::timefmt::format(start + adv * n as i64)));
+                obj.insert(
+                    "now".into(),
+                    Value::String(crate::timefmt::format(start + adv * n as i64)),
+                );
             }
             let last = n + 1 == step.repeat.max(1);
-            out.push((i + 1, request, if last { step.expect.as_ref() } else { None }));
+            out.push((
+                i + 1,
+                request,
+                if last { step.expect.as_ref() } else { None },
+            ));
         }
     }
     out
@@ -255,7 +308,11 @@ pub fn expand(case: &Case) -> Vec<(usize, Value, Option<&Expect>)> {
 
 /// Run one case through `decide` (request JSON → decision JSON), which must
 /// start from empty state. Returns the result and every decision text.
-pub fn run_case(file: &str, case: &Case, decide: &mut dyn FnMut(&str) -> String) -> (CaseResult, Vec<String>) {
+pub fn run_case(
+    file: &str,
+    case: &Case,
+    decide: &mut dyn FnMut(&str) -> String,
+) -> (CaseResult, Vec<String>) {
     let mut failures = Vec::new();
     let mut decisions = Vec::new();
     for (step, request, expect) in expand(case) {
@@ -266,7 +323,12 @@ pub fn run_case(file: &str, case: &Case, decide: &mut dyn FnMut(&str) -> String)
         }
         decisions.push(decision);
     }
-    let result = CaseResult { file: file.to_string(), name: case.name.clone(), passed: failures.is_empty(), failures };
+    let result = CaseResult {
+        file: file.to_string(),
+        name: case.name.clone(),
+        passed: failures.is_empty(),
+        failures,
+    };
     (result, decisions)
 }
 
@@ -282,21 +344,30 @@ fn check(step: usize, e: &Expect, decision: &str, failures: &mut Vec<Failure>) {
             d["outcome"], d["policies"], d["reasons"]
         )
     };
-    if let Some(o) = e.outcome {
-        if d["outcome"].as_str() != Some(o.as_str()) {
-            fail(format!("expected outcome {o}, got {}", summary()));
-        }
+    if let Some(o) = e.outcome
+        && d["outcome"].as_str() != Some(o.as_str())
+    {
+        fail(format!("expected outcome {o}, got {}", summary()));
     }
     if let Some(want) = &e.policies {
         let mut want = want.clone();
         want.sort();
-        let got: Vec<String> = d["policies"].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(str::to_string)).collect();
+        let got: Vec<String> = d["policies"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect();
         if got != want {
             fail(format!("expected policies {want:?}, got {}", summary()));
         }
     }
     if let Some(r) = &e.reason {
-        let found = d["reasons"].as_array().into_iter().flatten().any(|v| v.as_str() == Some(r));
+        let found = d["reasons"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|v| v.as_str() == Some(r));
         if !found {
             fail(format!("expected reason `{r}`, got {}", summary()));
         }
@@ -313,20 +384,26 @@ fn check(step: usize, e: &Expect, decision: &str, failures: &mut Vec<Failure>) {
             fail(format!("expected retry_after {want:?}, got {got:?}"));
         }
     }
-    if let Some(p) = &e.pathway {
-        if d["pathway"].as_str() != Some(p) {
-            fail(format!("expected pathway {p}, got {}", d["pathway"]));
-        }
+    if let Some(p) = &e.pathway
+        && d["pathway"].as_str() != Some(p)
+    {
+        fail(format!("expected pathway {p}, got {}", d["pathway"]));
     }
-    if let Some(f) = &e.error_field {
-        if d["error"]["field"].as_str() != Some(f) {
-            fail(format!("expected an error naming field `{f}`, got {}", d["error"]));
-        }
+    if let Some(f) = &e.error_field
+        && d["error"]["field"].as_str() != Some(f)
+    {
+        fail(format!(
+            "expected an error naming field `{f}`, got {}",
+            d["error"]
+        ));
     }
-    if let Some(k) = &e.error_kind {
-        if d["error"]["kind"].as_str() != Some(k) {
-            fail(format!("expected an error of kind `{k}`, got {}", d["error"]));
-        }
+    if let Some(k) = &e.error_kind
+        && d["error"]["kind"].as_str() != Some(k)
+    {
+        fail(format!(
+            "expected an error of kind `{k}`, got {}",
+            d["error"]
+        ));
     }
 }
 
@@ -338,7 +415,9 @@ impl crate::Bundle {
         for file in &self.cases {
             for case in &file.cases {
                 let mut store = crate::MemoryStore::new();
-                let (result, _) = run_case(&file.file, case, &mut |req| self.decide(req, &mut store).to_json());
+                let (result, _) = run_case(&file.file, case, &mut |req| {
+                    self.decide(req, &mut store).to_json()
+                });
                 report.push(result);
             }
         }
@@ -352,7 +431,8 @@ mod tests {
 
     #[test]
     fn malformed_case_file_names_the_line() {
-        let text = "cases:\n  - name: a\n    request: {principal: 1}\n    expect:\n      outcom: allow\n";
+        let text =
+            "cases:\n  - name: a\n    request: {principal: 1}\n    expect:\n      outcom: allow\n";
         let e = CaseFile::parse("tests/x.yaml", text).err();
         let e = e.map(|e| (e.location.map(|l| l.line), e.message.contains("outcom")));
         assert_eq!(e, Some((Some(5), true)));
@@ -363,8 +443,18 @@ mod tests {
         let text = "cases:\n  - name: a\n    steps:\n      - request: {now: '2026-01-01T00:00:00Z'}\n        repeat: 3\n        advance: 10s\n        expect: {outcome: allow}\n";
         let f = CaseFile::parse("t.yaml", text)?;
         let c = f.cases.first().map(expand).unwrap_or_default();
-        let nows: Vec<_> = c.iter().map(|(_, r, _)| r["now"].as_str().unwrap_or("").to_string()).collect();
-        assert_eq!(nows, ["2026-01-01T00:00:00Z", "2026-01-01T00:00:10Z", "2026-01-01T00:00:20Z"]);
+        let nows: Vec<_> = c
+            .iter()
+            .map(|(_, r, _)| r["now"].as_str().unwrap_or("").to_string())
+            .collect();
+        assert_eq!(
+            nows,
+            [
+                "2026-01-01T00:00:00Z",
+                "2026-01-01T00:00:10Z",
+                "2026-01-01T00:00:20Z"
+            ]
+        );
         assert_eq!(c.iter().filter(|(_, _, e)| e.is_some()).count(), 1);
         Ok(())
     }

@@ -77,16 +77,24 @@ impl Facts {
 
 /// Does the request claim synthetic data (marker, or a record flag)?
 pub fn claims_synthetic(req: &Request) -> bool {
-    let marker = req.context.synthetic.as_ref().is_some_and(|s| s.marker || s.provenance.is_some());
-    marker
+    req.context
+        .synthetic
+        .as_ref()
+        .is_some_and(|s| s.marker || s.provenance.is_some())
 }
 
 /// The Cedar context pairs.
 pub fn build(req: &Request, facts: &Facts) -> Result<Vec<(String, Rx)>, String> {
     let c = &req.context;
     let mut pairs = vec![
-        ("event".to_string(), Rx::new_string(req.event.map(|e| e.as_str()).unwrap_or("none").to_string())),
-        ("pathway".to_string(), Rx::new_string(facts.pathway.as_str().to_string())),
+        (
+            "event".to_string(),
+            Rx::new_string(req.event.map(|e| e.as_str()).unwrap_or("none").to_string()),
+        ),
+        (
+            "pathway".to_string(),
+            Rx::new_string(facts.pathway.as_str().to_string()),
+        ),
         ("now".to_string(), Rx::new_long(facts.now)),
         (
             "fields".to_string(),
@@ -94,7 +102,7 @@ pub fn build(req: &Request, facts: &Facts) -> Result<Vec<(String, Rx)>, String> 
         ),
     ];
     if let Some(ip) = &c.ip {
-        pairs.push(("ip".to_string(), Rx::new_ip(ip.clone())));
+        pairs.push(("ip".to_string(), ip_expr(ip)));
     }
     for (name, value) in [
         ("module", &c.module),
@@ -108,17 +116,62 @@ pub fn build(req: &Request, facts: &Facts) -> Result<Vec<(String, Rx)>, String> 
         }
     }
     let mtls = c.mtls.clone().unwrap_or_default();
-    pairs.push(("mtls".to_string(), record([
-        ("verified", Rx::new_bool(mtls.verified)),
-        ("san", Rx::new_string(mtls.san.unwrap_or_default())),
-    ])?));
-    pairs.push(("synthetic".to_string(), record([
-        ("claimed", Rx::new_bool(facts.synthetic != SyntheticStatus::None)),
-        ("verified", Rx::new_bool(facts.synthetic == SyntheticStatus::Verified)),
-        ("status", Rx::new_string(facts.synthetic.as_str().to_string())),
-    ])?));
-    pairs.push(("lockout".to_string(), record([("failures", Rx::new_long(facts.failures))])?));
+    pairs.push((
+        "mtls".to_string(),
+        record([
+            ("verified", Rx::new_bool(mtls.verified)),
+            ("san", Rx::new_string(mtls.san.unwrap_or_default())),
+        ])?,
+    ));
+    pairs.push((
+        "synthetic".to_string(),
+        record([
+            (
+                "claimed",
+                Rx::new_bool(facts.synthetic != SyntheticStatus::None),
+            ),
+            (
+                "verified",
+                Rx::new_bool(facts.synthetic == SyntheticStatus::Verified),
+            ),
+            (
+                "status",
+                Rx::new_string(facts.synthetic.as_str().to_string()),
+            ),
+        ])?,
+    ));
+    pairs.push((
+        "lockout".to_string(),
+        record([("failures", Rx::new_long(facts.failures))])?,
+    ));
     Ok(pairs)
+}
+
+/// Most distinct addresses whose expressions are kept per thread.
+const IP_CACHE: usize = 1024;
+
+thread_local! {
+    static IPS: std::cell::RefCell<std::collections::HashMap<String, Rx>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+/// `ip("…")` as a Cedar expression. Building one parses the extension's
+/// name with Cedar's parser (microseconds, more than the rest of the
+/// context), so recent addresses are kept per thread; the cache only saves
+/// time, the expression is the same either way.
+fn ip_expr(ip: &str) -> Rx {
+    IPS.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if let Some(x) = cache.get(ip) {
+            return x.clone();
+        }
+        if cache.len() >= IP_CACHE {
+            cache.clear();
+        }
+        let x = Rx::new_ip(ip);
+        cache.insert(ip.to_string(), x.clone());
+        x
+    })
 }
 
 fn record<const N: usize>(fields: [(&str, Rx); N]) -> Result<Rx, String> {
@@ -129,9 +182,15 @@ fn record<const N: usize>(fields: [(&str, Rx); N]) -> Result<Rx, String> {
 /// action of a bundle schema declares what the engine supplies.
 pub fn probe_context() -> Vec<(String, Rx)> {
     let req = Request {
-        principal: crate::request::EntityRef { kind: "P".into(), id: "p".into() },
+        principal: crate::request::EntityRef {
+            kind: "P".into(),
+            id: "p".into(),
+        },
         action: "a".into(),
-        resource: crate::request::EntityRef { kind: "R".into(), id: "r".into() },
+        resource: crate::request::EntityRef {
+            kind: "R".into(),
+            id: "r".into(),
+        },
         context: crate::request::RequestContext {
             ip: Some("192.0.2.1".into()),
             module: Some(String::new()),
@@ -147,6 +206,12 @@ pub fn probe_context() -> Vec<(String, Rx)> {
         now: None,
         event: None,
     };
-    let facts = Facts { now: 0, pathway: Pathway::Authentic, synthetic: SyntheticStatus::None, failures: 0, window_ends: 0 };
+    let facts = Facts {
+        now: 0,
+        pathway: Pathway::Authentic,
+        synthetic: SyntheticStatus::None,
+        failures: 0,
+        window_ends: 0,
+    };
     build(&req, &facts).unwrap_or_default()
 }

@@ -101,7 +101,12 @@ impl Decision {
     }
 
     /// A fail-closed deny for a fault before a request could be read.
-    pub fn fault(kind: &str, message: String, field: Option<String>, request_text: &str) -> Decision {
+    pub fn fault(
+        kind: &str,
+        message: String,
+        field: Option<String>,
+        request_text: &str,
+    ) -> Decision {
         let reason = format!("error: {message}");
         Decision {
             outcome: Outcome::Deny,
@@ -111,7 +116,11 @@ impl Decision {
             escalation: None,
             retry_after: None,
             pathway: Pathway::Authentic.as_str().to_string(),
-            error: Some(DecisionError { kind: kind.to_string(), message: message.clone(), field }),
+            error: Some(DecisionError {
+                kind: kind.to_string(),
+                message: message.clone(),
+                field,
+            }),
             audit: AuditRecord {
                 time: String::new(),
                 request_digest: digest(request_text),
@@ -160,7 +169,12 @@ impl Bundle {
     }
 
     /// Decide on a parsed request. `request_text` feeds the audit digest.
-    pub fn decide_request(&self, req: &Request, request_text: &str, store: &mut dyn Store) -> Decision {
+    pub fn decide_request(
+        &self,
+        req: &Request,
+        request_text: &str,
+        store: &mut dyn Store,
+    ) -> Decision {
         let now = match &req.now {
             Some(t) => match timefmt::parse_now(t) {
                 Ok(n) => n,
@@ -174,13 +188,37 @@ impl Bundle {
         };
 
         // Derive: which pathway, and the state it reads (one batched get).
-        let synthetic = if context::claims_synthetic(req) { SyntheticStatus::Unverified } else { SyntheticStatus::None };
-        let pathway = if synthetic == SyntheticStatus::Verified { Pathway::Synthetic } else { Pathway::Authentic };
+        let synthetic = if context::claims_synthetic(req) {
+            SyntheticStatus::Unverified
+        } else {
+            SyntheticStatus::None
+        };
+        let pathway = if synthetic == SyntheticStatus::Verified {
+            Pathway::Synthetic
+        } else {
+            Pathway::Authentic
+        };
         let key = lockout::key(&self.info.namespace, pathway, req);
         let mut entries = match store.get(std::slice::from_ref(&key)) {
             Ok(e) if e.len() == 1 => e,
-            Ok(e) => return self.store_fault(req, &q, now, request_text, format!("store answered {} entries for 1 key", e.len())),
-            Err(e) => return self.store_fault(req, &q, now, request_text, format!("store read failed: {e}")),
+            Ok(e) => {
+                return self.store_fault(
+                    req,
+                    &q,
+                    now,
+                    request_text,
+                    format!("store answered {} entries for 1 key", e.len()),
+                );
+            }
+            Err(e) => {
+                return self.store_fault(
+                    req,
+                    &q,
+                    now,
+                    request_text,
+                    format!("store read failed: {e}"),
+                );
+            }
         };
 
         for _ in 0..CAS_RETRIES {
@@ -189,19 +227,73 @@ impl Bundle {
                 None => break,
             };
             let (counter, write) = lockout::step(&self.manifest.lockout, req, entry, now);
-            let facts = Facts { now, pathway, synthetic, failures: counter.n, window_ends: counter.until };
+            let facts = Facts {
+                now,
+                pathway,
+                synthetic,
+                failures: counter.n,
+                window_ends: counter.until,
+            };
             let decision = self.evaluate(req, &q, &facts, request_text);
             let Some(write) = write else { return decision };
             match store.compare_and_set(std::slice::from_ref(&write)) {
                 Ok(results) => match results.into_iter().next() {
                     Some(WriteResult::Written(_)) => return decision,
                     Some(WriteResult::Conflict(current)) => entries = vec![current],
-                    None => return self.store_fault(req, &q, now, request_text, "store answered no result for a write".into()),
+                    None => {
+                        return self.store_fault(
+                            req,
+                            &q,
+                            now,
+                            request_text,
+                            "store answered no result for a write".into(),
+                        );
+                    }
                 },
-                Err(e) => return self.store_fault(req, &q, now, request_text, format!("store write failed: {e}")),
+                Err(e) => {
+                    return self.store_fault(
+                        req,
+                        &q,
+                        now,
+                        request_text,
+                        format!("store write failed: {e}"),
+                    );
+                }
             }
         }
-        self.store_fault(req, &q, now, request_text, format!("state kept changing: {CAS_RETRIES} compare-and-set conflicts in a row"))
+        self.store_fault(
+            req,
+            &q,
+            now,
+            request_text,
+            format!("state kept changing: {CAS_RETRIES} compare-and-set conflicts in a row"),
+        )
+    }
+
+    /// The Cedar request the engine would evaluate for `request_text` with
+    /// no prior state, for benchmarks that compare with bare Cedar.
+    #[doc(hidden)]
+    pub fn cedar_request(&self, request_text: &str) -> Result<cedar_policy::Request, String> {
+        let req = Request::from_json(request_text).map_err(|e| e.to_string())?;
+        let q = self.qualify(&req).map_err(|e| e.to_string())?;
+        let now = req
+            .now
+            .as_deref()
+            .map(timefmt::parse_now)
+            .transpose()
+            .map_err(|e| e.to_string())?
+            .unwrap_or(0);
+        let facts = Facts {
+            now,
+            pathway: Pathway::Authentic,
+            synthetic: SyntheticStatus::None,
+            failures: 0,
+            window_ends: 0,
+        };
+        let context =
+            Context::from_pairs(context::build(&req, &facts)?).map_err(|e| e.to_string())?;
+        cedar_policy::Request::new(q.principal, q.action, q.resource, context, None)
+            .map_err(|e| e.to_string())
     }
 
     fn qualify(&self, req: &Request) -> Result<Qualified, RequestError> {
@@ -209,47 +301,136 @@ impl Bundle {
             self.types.get(name).cloned().ok_or_else(|| {
                 let mut known: Vec<&str> = self.types.keys().map(String::as_str).collect();
                 known.sort();
-                RequestError::field(field, format!("unknown entity type `{}` (expected one of {})", crate::request::truncate(name), known.join(", ")))
+                RequestError::field(
+                    field,
+                    format!(
+                        "unknown entity type `{}` (expected one of {})",
+                        crate::request::truncate(name),
+                        known.join(", ")
+                    ),
+                )
             })
         };
-        let principal = EntityUid::from_type_name_and_id(ty("principal.type", &req.principal.kind)?, EntityId::new(&req.principal.id));
-        let resource = EntityUid::from_type_name_and_id(ty("resource.type", &req.resource.kind)?, EntityId::new(&req.resource.id));
-        let action = self.actions.get(&req.action).cloned().ok_or_else(|| {
+        let principal = EntityUid::from_type_name_and_id(
+            ty("principal.type", &req.principal.kind)?,
+            EntityId::new(&req.principal.id),
+        );
+        let resource = EntityUid::from_type_name_and_id(
+            ty("resource.type", &req.resource.kind)?,
+            EntityId::new(&req.resource.id),
+        );
+        let info = self.actions.get(&req.action).ok_or_else(|| {
             let mut known: Vec<&str> = self.actions.keys().map(String::as_str).collect();
             known.sort();
-            RequestError::field("action", format!("unknown action `{}` (expected one of {})", crate::request::truncate(&req.action), known.join(", ")))
+            RequestError::field(
+                "action",
+                format!(
+                    "unknown action `{}` (expected one of {})",
+                    crate::request::truncate(&req.action),
+                    known.join(", ")
+                ),
+            )
         })?;
-        Ok(Qualified { principal, action, resource })
+        let applies =
+            |field: &str, what: &str, uid: &EntityUid, allowed: &[cedar_policy::EntityTypeName]| {
+                if allowed.contains(uid.type_name()) {
+                    Ok(())
+                } else {
+                    let names: Vec<String> =
+                        allowed.iter().map(|t| t.basename().to_string()).collect();
+                    Err(RequestError::field(
+                        field,
+                        format!(
+                            "action `{}` does not apply to {what} type `{}` (expected one of {})",
+                            req.action,
+                            uid.type_name().basename(),
+                            names.join(", ")
+                        ),
+                    ))
+                }
+            };
+        applies("principal.type", "principal", &principal, &info.principals)?;
+        applies("resource.type", "resource", &resource, &info.resources)?;
+        Ok(Qualified {
+            principal,
+            action: info.uid.clone(),
+            resource,
+        })
     }
 
-    fn evaluate(&self, req: &Request, q: &Qualified, facts: &Facts, request_text: &str) -> Decision {
+    fn evaluate(
+        &self,
+        req: &Request,
+        q: &Qualified,
+        facts: &Facts,
+        request_text: &str,
+    ) -> Decision {
         let pairs = match context::build(req, facts) {
             Ok(p) => p,
-            Err(e) => return self.conclude_fault(req, q, facts, request_text, "engine-fault", format!("cannot build context: {e}"), None),
+            Err(e) => {
+                return self.conclude_fault(
+                    req,
+                    q,
+                    facts,
+                    request_text,
+                    "engine-fault",
+                    format!("cannot build context: {e}"),
+                    None,
+                );
+            }
         };
         let context = match Context::from_pairs(pairs) {
             Ok(c) => c,
-            Err(e) => return self.conclude_fault(req, q, facts, request_text, "engine-fault", format!("cannot build context: {e}"), None),
+            Err(e) => {
+                return self.conclude_fault(
+                    req,
+                    q,
+                    facts,
+                    request_text,
+                    "engine-fault",
+                    format!("cannot build context: {e}"),
+                    None,
+                );
+            }
         };
-        let request = match cedar_policy::Request::new(q.principal.clone(), q.action.clone(), q.resource.clone(), context, Some(&self.schema)) {
+        // Types were checked in `qualify`, the context's shape at load.
+        let request = match cedar_policy::Request::new(
+            q.principal.clone(),
+            q.action.clone(),
+            q.resource.clone(),
+            context,
+            None,
+        ) {
             Ok(r) => r,
             Err(e) => {
-                // The schema refuses this combination (e.g. a principal type
-                // the action does not apply to): the request is at fault.
-                let field = match &e {
-                    cedar_policy::RequestValidationError::InvalidPrincipalType(_) => Some("principal.type".to_string()),
-                    cedar_policy::RequestValidationError::InvalidResourceType(_) => Some("resource.type".to_string()),
-                    cedar_policy::RequestValidationError::InvalidContext(_) => Some("context".to_string()),
-                    _ => None,
-                };
-                return self.conclude_fault(req, q, facts, request_text, "invalid-request", lower(&e.to_string()), field);
+                return self.conclude_fault(
+                    req,
+                    q,
+                    facts,
+                    request_text,
+                    "engine-fault",
+                    lower(&e.to_string()),
+                    None,
+                );
             }
         };
         let response = Authorizer::new().is_authorized(&request, &self.policies, &self.entities);
-        let errors: Vec<String> = response.diagnostics().errors().map(|e| lower(&e.to_string())).collect();
+        let errors: Vec<String> = response
+            .diagnostics()
+            .errors()
+            .map(|e| lower(&e.to_string()))
+            .collect();
         if !errors.is_empty() {
             // Fail closed: a policy that errored might have forbidden this.
-            return self.conclude_fault(req, q, facts, request_text, "evaluation", errors.join("; "), None);
+            return self.conclude_fault(
+                req,
+                q,
+                facts,
+                request_text,
+                "evaluation",
+                errors.join("; "),
+                None,
+            );
         }
         let mut ids: Vec<&PolicyId> = response.diagnostics().reason().collect();
         ids.sort_by_key(|id| id.to_string());
@@ -257,26 +438,58 @@ impl Bundle {
             // Cedar allows only with a determining permit, so this is a deny.
             (Outcome::Deny, vec!["no-permit".to_string()], Vec::new())
         } else {
-            let default = if response.decision() == CedarDecision::Allow { Outcome::Allow } else { Outcome::Deny };
-            let outcome = ids.iter().filter_map(|id| self.meta.get(*id)).map(|m| m.outcome).max().unwrap_or(default);
+            let default = if response.decision() == CedarDecision::Allow {
+                Outcome::Allow
+            } else {
+                Outcome::Deny
+            };
+            let outcome = ids
+                .iter()
+                .filter_map(|id| self.meta.get(*id))
+                .map(|m| m.outcome)
+                .max()
+                .unwrap_or(default);
             let reasons = ids
                 .iter()
-                .map(|id| self.meta.get(*id).and_then(|m| m.reason.clone()).unwrap_or_else(|| format!("policy {id}")))
+                .map(|id| {
+                    self.meta
+                        .get(*id)
+                        .and_then(|m| m.reason.clone())
+                        .unwrap_or_else(|| format!("policy {id}"))
+                })
                 .collect();
-            (outcome, reasons, ids.iter().map(|id| id.to_string()).collect())
+            (
+                outcome,
+                reasons,
+                ids.iter().map(|id| id.to_string()).collect(),
+            )
         };
         // Escalation and retry advice come from the most severe policies first.
         let mut ranked: Vec<_> = ids.iter().filter_map(|id| self.meta.get(*id)).collect();
-        ranked.sort_by(|a, b| b.outcome.cmp(&a.outcome));
+        ranked.sort_by_key(|m| std::cmp::Reverse(m.outcome));
         let escalation = ranked.iter().find_map(|m| m.escalate.clone());
         let retry_after = ranked.iter().find_map(|m| m.retry_after).map(|r| match r {
             RetryAfter::Seconds(s) => s,
             RetryAfter::Lockout => facts.window_ends.saturating_sub(facts.now).max(0) as u64,
         });
-        self.finish(req, q, facts, request_text, outcome, policies, reasons, escalation, retry_after, None)
+        self.finish(
+            req,
+            q,
+            facts,
+            request_text,
+            outcome,
+            policies,
+            reasons,
+            escalation,
+            retry_after,
+            None,
+        )
     }
 
-    #[expect(clippy::too_many_arguments, reason = "one constructor for every way a decision ends")]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one constructor for every way a decision ends"
+    )]
     fn finish(
         &self,
         req: &Request,
@@ -302,7 +515,12 @@ impl Bundle {
             reasons: reasons.clone(),
             pathway: facts.pathway.as_str().to_string(),
             facts: facts.audit_json(),
-            bundle: format!("{}@{}#{}", self.info.name, self.info.version, self.info.hash.get(..16).unwrap_or("")),
+            bundle: format!(
+                "{}@{}#{}",
+                self.info.name,
+                self.info.version,
+                self.info.hash.get(..16).unwrap_or("")
+            ),
             engine: crate::ENGINE_VERSION.to_string(),
             error: error.as_ref().map(|e| format!("{}: {}", e.kind, e.message)),
         };
@@ -319,7 +537,10 @@ impl Bundle {
         }
     }
 
-    #[expect(clippy::too_many_arguments, reason = "the context of a fault, kept for the audit record")]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the context of a fault, kept for the audit record"
+    )]
     fn conclude_fault(
         &self,
         req: &Request,
@@ -331,12 +552,40 @@ impl Bundle {
         field: Option<String>,
     ) -> Decision {
         let reasons = vec![format!("error: {message}")];
-        let error = Some(DecisionError { kind: kind.to_string(), message, field });
-        self.finish(req, q, facts, request_text, Outcome::Deny, Vec::new(), reasons, None, None, error)
+        let error = Some(DecisionError {
+            kind: kind.to_string(),
+            message,
+            field,
+        });
+        self.finish(
+            req,
+            q,
+            facts,
+            request_text,
+            Outcome::Deny,
+            Vec::new(),
+            reasons,
+            None,
+            None,
+            error,
+        )
     }
 
-    fn store_fault(&self, req: &Request, q: &Qualified, now: i64, request_text: &str, message: String) -> Decision {
-        let facts = Facts { now, pathway: Pathway::Authentic, synthetic: SyntheticStatus::None, failures: 0, window_ends: 0 };
+    fn store_fault(
+        &self,
+        req: &Request,
+        q: &Qualified,
+        now: i64,
+        request_text: &str,
+        message: String,
+    ) -> Decision {
+        let facts = Facts {
+            now,
+            pathway: Pathway::Authentic,
+            synthetic: SyntheticStatus::None,
+            failures: 0,
+            window_ends: 0,
+        };
         self.conclude_fault(req, q, &facts, request_text, "store", message, None)
     }
 }

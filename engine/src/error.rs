@@ -19,7 +19,12 @@ pub struct Location {
 impl Location {
     /// A location with no line.
     pub fn file(file: &str) -> Self {
-        Location { file: file.to_string(), line: 0, column: 0, snippet: String::new() }
+        Location {
+            file: file.to_string(),
+            line: 0,
+            column: 0,
+            snippet: String::new(),
+        }
     }
 
     /// The location of byte `offset` in `text`.
@@ -28,7 +33,11 @@ impl Location {
         let before = text.get(..offset).unwrap_or(text);
         let line = before.matches('\n').count() + 1;
         let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
-        let column = before.get(line_start..).map(|s| s.chars().count()).unwrap_or(0) + 1;
+        let column = before
+            .get(line_start..)
+            .map(|s| s.chars().count())
+            .unwrap_or(0)
+            + 1;
         Self::at_line(file, text, line as u32, column as u32)
     }
 
@@ -39,7 +48,12 @@ impl Location {
             .nth(line.saturating_sub(1) as usize)
             .map(|l| l.trim().chars().take(200).collect())
             .unwrap_or_default();
-        Location { file: file.to_string(), line, column, snippet }
+        Location {
+            file: file.to_string(),
+            line,
+            column,
+            snippet,
+        }
     }
 }
 
@@ -105,12 +119,20 @@ pub struct BundleProblem {
 impl BundleProblem {
     /// A problem at a location.
     pub fn at(kind: ProblemKind, location: Location, message: impl Into<String>) -> Self {
-        BundleProblem { kind, message: message.into(), location: Some(location) }
+        BundleProblem {
+            kind,
+            message: message.into(),
+            location: Some(location),
+        }
     }
 
     /// A problem with no location.
     pub fn new(kind: ProblemKind, message: impl Into<String>) -> Self {
-        BundleProblem { kind, message: message.into(), location: None }
+        BundleProblem {
+            kind,
+            message: message.into(),
+            location: None,
+        }
     }
 }
 
@@ -143,7 +165,10 @@ pub struct RequestError {
 impl RequestError {
     /// An error about `field`.
     pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
-        RequestError { field: field.into(), message: message.into() }
+        RequestError {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 
     fn render(&self) -> String {

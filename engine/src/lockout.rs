@@ -44,12 +44,24 @@ pub fn key(namespace: &str, pathway: Pathway, req: &Request) -> String {
 }
 
 /// The counter after this request, and the write that records it (if any).
-pub fn step(cfg: &LockoutSection, req: &Request, entry: &Entry, now: i64) -> (Counter, Option<Write>) {
+pub fn step(
+    cfg: &LockoutSection,
+    req: &Request,
+    entry: &Entry,
+    now: i64,
+) -> (Counter, Option<Write>) {
     let current = Counter::at(entry, now);
     let next = match req.event {
         Some(Event::AuthFailure) => {
-            let until = if current.n == 0 { now.saturating_add(cfg.window.as_secs() as i64) } else { current.until };
-            Counter { n: current.n.saturating_add(1), until }
+            let until = if current.n == 0 {
+                now.saturating_add(cfg.window.as_secs() as i64)
+            } else {
+                current.until
+            };
+            Counter {
+                n: current.n.saturating_add(1),
+                until,
+            }
         }
         Some(Event::AuthSuccess) if cfg.reset_on_success => Counter::default(),
         _ => return (current, None),
@@ -58,5 +70,12 @@ pub fn step(cfg: &LockoutSection, req: &Request, entry: &Entry, now: i64) -> (Co
     if value.is_none() && entry.version == 0 {
         return (next, None);
     }
-    (next, Some(Write { key: entry.key.clone(), value, expected_version: entry.version }))
+    (
+        next,
+        Some(Write {
+            key: entry.key.clone(),
+            value,
+            expected_version: entry.version,
+        }),
+    )
 }

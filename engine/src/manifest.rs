@@ -47,7 +47,10 @@ pub struct LockoutSection {
 
 impl Default for LockoutSection {
     fn default() -> Self {
-        LockoutSection { window: default_window(), reset_on_success: true }
+        LockoutSection {
+            window: default_window(),
+            reset_on_success: true,
+        }
     }
 }
 
@@ -70,8 +73,9 @@ mod humantime_serde_compat {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(d)?;
-        humantime::parse_duration(&text)
-            .map_err(|e| serde::de::Error::custom(format!("`{text}` is not a duration like \"15m\": {e}")))
+        humantime::parse_duration(&text).map_err(|e| {
+            serde::de::Error::custom(format!("`{text}` is not a duration like \"15m\": {e}"))
+        })
     }
 }
 
@@ -89,15 +93,21 @@ impl Manifest {
         let valid = !ns.is_empty()
             && ns.split("::").all(|p| {
                 let mut c = p.chars();
-                c.next().is_some_and(|f| f.is_ascii_alphabetic() || f == '_')
+                c.next()
+                    .is_some_and(|f| f.is_ascii_alphabetic() || f == '_')
                     && c.all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
             });
         if !valid || ns == "Portcullis" {
-            let line = text.lines().position(|l| l.trim_start().starts_with("namespace")).unwrap_or(0);
+            let line = text
+                .lines()
+                .position(|l| l.trim_start().starts_with("namespace"))
+                .unwrap_or(0);
             return Err(BundleProblem::at(
                 ProblemKind::Manifest,
                 Location::at_line(file, text, line as u32 + 1, 1),
-                format!("namespace `{ns}` is not a Cedar identifier path (like `Crm`), or is the engine's own `Portcullis`"),
+                format!(
+                    "namespace `{ns}` is not a Cedar identifier path (like `Crm`), or is the engine's own `Portcullis`"
+                ),
             ));
         }
         Ok(manifest)
@@ -119,7 +129,10 @@ mod tests {
     #[test]
     fn durations_parse() -> Result<(), BundleProblem> {
         let text = "[bundle]\nname = \"x\"\nversion = \"1\"\nnamespace = \"Crm\"\n[lockout]\nwindow = \"90s\"\n";
-        assert_eq!(Manifest::parse("m", text)?.lockout.window, Duration::from_secs(90));
+        assert_eq!(
+            Manifest::parse("m", text)?.lockout.window,
+            Duration::from_secs(90)
+        );
         Ok(())
     }
 }

@@ -72,8 +72,16 @@ impl MemoryStore {
 
     fn entry(&self, key: &str) -> Entry {
         match self.map.get(key) {
-            Some((v, ver)) => Entry { key: key.to_string(), value: Some(v.clone()), version: *ver },
-            None => Entry { key: key.to_string(), value: None, version: 0 },
+            Some((v, ver)) => Entry {
+                key: key.to_string(),
+                value: Some(v.clone()),
+                version: *ver,
+            },
+            None => Entry {
+                key: key.to_string(),
+                value: None,
+                version: 0,
+            },
         }
     }
 }
@@ -96,7 +104,8 @@ impl Store for MemoryStore {
                     // Versions only grow, across deletes too, so a deleted and
                     // re-created key never repeats a version (no ABA).
                     self.next_version += 1;
-                    self.map.insert(w.key.clone(), (value.clone(), self.next_version));
+                    self.map
+                        .insert(w.key.clone(), (value.clone(), self.next_version));
                     out.push(WriteResult::Written(self.next_version));
                 }
                 None => {
@@ -114,18 +123,29 @@ mod tests {
     use super::*;
 
     fn w(key: &str, value: Option<&str>, expected_version: u64) -> Write {
-        Write { key: key.into(), value: value.map(str::to_string), expected_version }
+        Write {
+            key: key.into(),
+            value: value.map(str::to_string),
+            expected_version,
+        }
     }
 
     #[test]
     fn cas_applies_only_at_the_expected_version() -> Result<(), String> {
         let mut s = MemoryStore::new();
         let r = s.compare_and_set(&[w("a", Some("1"), 0)])?;
-        let WriteResult::Written(v1) = r[0] else { return Err("not written".into()) };
+        let WriteResult::Written(v1) = r[0] else {
+            return Err("not written".into());
+        };
         // A stale writer that still thinks `a` is absent loses and sees the value.
         let r = s.compare_and_set(&[w("a", Some("2"), 0), w("b", Some("x"), 0)])?;
-        assert!(matches!(&r[0], WriteResult::Conflict(e) if e.value.as_deref() == Some("1") && e.version == v1));
-        assert!(matches!(r[1], WriteResult::Written(_)), "writes are independent");
+        assert!(
+            matches!(&r[0], WriteResult::Conflict(e) if e.value.as_deref() == Some("1") && e.version == v1)
+        );
+        assert!(
+            matches!(r[1], WriteResult::Written(_)),
+            "writes are independent"
+        );
         let got = s.get(&["a".into(), "zz".into()])?;
         assert_eq!(got[0].value.as_deref(), Some("1"));
         assert_eq!(got[1].version, 0);

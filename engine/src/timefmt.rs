@@ -8,7 +8,15 @@ use time::format_description::well_known::Rfc3339;
 pub fn parse_now(text: &str) -> Result<i64, RequestError> {
     OffsetDateTime::parse(text, &Rfc3339)
         .map(|t| t.unix_timestamp())
-        .map_err(|e| RequestError::field("now", format!("`{}` is not an RFC 3339 time: {e}", crate::request::truncate(text))))
+        .map_err(|e| {
+            RequestError::field(
+                "now",
+                format!(
+                    "`{}` is not an RFC 3339 time: {e}",
+                    crate::request::truncate(text)
+                ),
+            )
+        })
 }
 
 /// The engine's clock, for requests without `now`.

@@ -1,18 +1,30 @@
 //! The default bundle loads and passes its own cases natively; broken
 //! bundles are refused with problems that name file and line.
 
+#![allow(
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests and benches stop at the first broken assumption"
+)]
+
 use portcullis_engine::error::ProblemKind;
 use portcullis_engine::{Bundle, BundleProblem, MemoryStore};
 use std::path::Path;
 
 fn read_dir(root: &Path, dir: &Path, out: &mut Vec<(String, String)>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
         if path.is_dir() {
             read_dir(root, &path, out);
         } else if let Ok(text) = std::fs::read_to_string(&path) {
-            let name = path.strip_prefix(root).map(|p| p.to_string_lossy().replace('\\', "/")).unwrap_or_default();
+            let name = path
+                .strip_prefix(root)
+                .map(|p| p.to_string_lossy().replace('\\', "/"))
+                .unwrap_or_default();
             out.push((name, text));
         }
     }
@@ -43,7 +55,12 @@ fn problems(files: &[(String, String)]) -> Vec<BundleProblem> {
 
 #[test]
 fn default_bundle_passes_its_cases() {
-    let bundle = Bundle::load(&default_files()).map_err(|p| p.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n"));
+    let bundle = Bundle::load(&default_files()).map_err(|p| {
+        p.iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    });
     let bundle = match bundle {
         Ok(b) => b,
         Err(e) => panic!("default bundle refused:\n{e}"),
@@ -53,65 +70,144 @@ fn default_bundle_passes_its_cases() {
     assert!(failed.is_empty(), "failed cases: {failed:#?}");
     assert!(report.passed >= 20, "only {} cases ran", report.passed);
     assert_eq!(bundle.info().namespace, "Crm");
-    assert!(bundle.info().policy_ids.contains(&"lockout.authentic.lock".to_string()));
+    assert!(
+        bundle
+            .info()
+            .policy_ids
+            .contains(&"lockout.authentic.lock".to_string())
+    );
 }
 
 #[test]
 fn typo_in_a_context_attribute_names_file_and_line() {
     let mut files = default_files();
-    replace(&mut files, "lockout.cedar", "context.lockout.failures >= 10", "context.lockout.failurs >= 10");
+    replace(
+        &mut files,
+        "lockout.cedar",
+        "context.lockout.failures >= 10",
+        "context.lockout.failurs >= 10",
+    );
     let p = problems(&files);
     let hit = p.iter().find(|p| p.kind == ProblemKind::PolicyValidation);
     let loc = hit.and_then(|p| p.location.clone());
-    assert_eq!(loc.as_ref().map(|l| l.file.as_str()), Some("lockout.cedar"), "{p:#?}");
-    let text = files.iter().find(|(n, _)| n == "lockout.cedar").map(|(_, t)| t.clone()).unwrap_or_default();
-    let line = text.lines().position(|l| l.contains("failurs")).map(|i| i as u32 + 1);
+    assert_eq!(
+        loc.as_ref().map(|l| l.file.as_str()),
+        Some("lockout.cedar"),
+        "{p:#?}"
+    );
+    let text = files
+        .iter()
+        .find(|(n, _)| n == "lockout.cedar")
+        .map(|(_, t)| t.clone())
+        .unwrap_or_default();
+    let line = text
+        .lines()
+        .position(|l| l.contains("failurs"))
+        .map(|i| i as u32 + 1);
     assert_eq!(loc.as_ref().map(|l| l.line), line);
     assert!(loc.is_some_and(|l| l.snippet.contains("failurs")));
-    assert!(hit.is_some_and(|h| h.message.contains("failurs")), "{hit:?}");
+    assert!(
+        hit.is_some_and(|h| h.message.contains("failurs")),
+        "{hit:?}"
+    );
 }
 
 #[test]
 fn unknown_entity_type_names_file_and_line() {
     let mut files = default_files();
-    replace(&mut files, "access.cedar", "principal is Crm::Service", "principal is Crm::Servce");
+    replace(
+        &mut files,
+        "access.cedar",
+        "principal is Crm::Service",
+        "principal is Crm::Servce",
+    );
     let p = problems(&files);
     let hit = p.iter().find(|p| p.kind == ProblemKind::PolicyValidation);
     let loc = hit.and_then(|p| p.location.clone());
-    assert_eq!(loc.as_ref().map(|l| l.file.as_str()), Some("access.cedar"), "{p:#?}");
-    assert!(loc.as_ref().is_some_and(|l| l.snippet.contains("Crm::Servce")), "{loc:?}");
+    assert_eq!(
+        loc.as_ref().map(|l| l.file.as_str()),
+        Some("access.cedar"),
+        "{p:#?}"
+    );
+    assert!(
+        loc.as_ref()
+            .is_some_and(|l| l.snippet.contains("Crm::Servce")),
+        "{loc:?}"
+    );
     assert!(hit.is_some_and(|h| h.message.contains("Servce")), "{hit:?}");
 }
 
 #[test]
 fn malformed_case_file_names_file_and_line() {
     let mut files = default_files();
-    replace(&mut files, "tests/dlp/export.yaml", "expect: {outcome: allow, policies: [dlp.export]}", "expect: {outcome: alow}");
+    replace(
+        &mut files,
+        "tests/dlp/export.yaml",
+        "expect: {outcome: allow, policies: [dlp.export]}",
+        "expect: {outcome: alow}",
+    );
     let p = problems(&files);
     let hit = p.iter().find(|p| p.kind == ProblemKind::CaseFile);
     let loc = hit.and_then(|p| p.location.clone());
-    assert_eq!(loc.as_ref().map(|l| l.file.as_str()), Some("tests/dlp/export.yaml"), "{p:#?}");
-    assert!(loc.as_ref().is_some_and(|l| l.line > 1 && l.snippet.contains("alow")), "{loc:?}");
+    assert_eq!(
+        loc.as_ref().map(|l| l.file.as_str()),
+        Some("tests/dlp/export.yaml"),
+        "{p:#?}"
+    );
+    assert!(
+        loc.as_ref()
+            .is_some_and(|l| l.line > 1 && l.snippet.contains("alow")),
+        "{loc:?}"
+    );
 }
 
 #[test]
 fn annotation_mistakes_are_refused() {
     let mut files = default_files();
-    replace(&mut files, "dlp.cedar", "@outcome(\"deny\")", "@outcom(\"deny\")");
-    let p = problems(&files);
-    assert!(p.iter().any(|p| p.message.contains("unknown annotation `@outcom`") && p.location.as_ref().is_some_and(|l| l.file == "dlp.cedar" && l.line > 0)), "{p:#?}");
-
-    let mut files = default_files();
-    replace(&mut files, "dlp.cedar", "@id(\"dlp.export\")\n@reason", "@id(\"dlp.export\")\n@outcome(\"lock\")\n@reason");
-    assert!(problems(&files).iter().any(|p| p.message.contains("a `permit` cannot carry")));
-
-    let mut files = default_files();
-    replace(&mut files, "dlp.cedar", "@id(\"dlp.export\")", "@id(\"lockout.login\")");
+    replace(
+        &mut files,
+        "dlp.cedar",
+        "@outcome(\"deny\")",
+        "@outcom(\"deny\")",
+    );
     let p = problems(&files);
     assert!(
-        p.iter().any(|p| p.message.contains("`lockout.login` is used twice")
-            && p.location.as_ref().is_some_and(|l| l.file == "lockout.cedar")
-            && p.message.contains("dlp.cedar:")),
+        p.iter()
+            .any(|p| p.message.contains("unknown annotation `@outcom`")
+                && p.location
+                    .as_ref()
+                    .is_some_and(|l| l.file == "dlp.cedar" && l.line > 0)),
+        "{p:#?}"
+    );
+
+    let mut files = default_files();
+    replace(
+        &mut files,
+        "dlp.cedar",
+        "@id(\"dlp.export\")\n@reason",
+        "@id(\"dlp.export\")\n@outcome(\"lock\")\n@reason",
+    );
+    assert!(
+        problems(&files)
+            .iter()
+            .any(|p| p.message.contains("a `permit` cannot carry"))
+    );
+
+    let mut files = default_files();
+    replace(
+        &mut files,
+        "dlp.cedar",
+        "@id(\"dlp.export\")",
+        "@id(\"lockout.login\")",
+    );
+    let p = problems(&files);
+    assert!(
+        p.iter()
+            .any(|p| p.message.contains("`lockout.login` is used twice")
+                && p.location
+                    .as_ref()
+                    .is_some_and(|l| l.file == "lockout.cedar")
+                && p.message.contains("dlp.cedar:")),
         "{p:#?}"
     );
 }
@@ -119,11 +215,27 @@ fn annotation_mistakes_are_refused() {
 #[test]
 fn a_refused_bundle_lists_every_problem() {
     let mut files = default_files();
-    replace(&mut files, "lockout.cedar", "context.lockout.failures >= 10", "context.lockout.failurs >= 10");
-    replace(&mut files, "access.cedar", "principal is Crm::Service", "principal is Crm::Servce");
+    replace(
+        &mut files,
+        "lockout.cedar",
+        "context.lockout.failures >= 10",
+        "context.lockout.failurs >= 10",
+    );
+    replace(
+        &mut files,
+        "access.cedar",
+        "principal is Crm::Service",
+        "principal is Crm::Servce",
+    );
     let p = problems(&files);
-    let files_named: std::collections::BTreeSet<_> = p.iter().filter_map(|p| p.location.as_ref().map(|l| l.file.clone())).collect();
-    assert!(files_named.contains("lockout.cedar") && files_named.contains("access.cedar"), "{p:#?}");
+    let files_named: std::collections::BTreeSet<_> = p
+        .iter()
+        .filter_map(|p| p.location.as_ref().map(|l| l.file.clone()))
+        .collect();
+    assert!(
+        files_named.contains("lockout.cedar") && files_named.contains("access.cedar"),
+        "{p:#?}"
+    );
 }
 
 #[test]
@@ -133,11 +245,16 @@ fn decisions_fail_closed_on_store_faults() {
         fn get(&mut self, _: &[String]) -> Result<Vec<portcullis_engine::Entry>, String> {
             Err("connection refused".into())
         }
-        fn compare_and_set(&mut self, _: &[portcullis_engine::Write]) -> Result<Vec<portcullis_engine::WriteResult>, String> {
+        fn compare_and_set(
+            &mut self,
+            _: &[portcullis_engine::Write],
+        ) -> Result<Vec<portcullis_engine::WriteResult>, String> {
             Err("connection refused".into())
         }
     }
-    let Ok(bundle) = Bundle::load(&default_files()) else { panic!("default bundle refused") };
+    let Ok(bundle) = Bundle::load(&default_files()) else {
+        panic!("default bundle refused")
+    };
     let req = r#"{"principal":{"type":"User","id":"a"},"action":"login","resource":{"type":"App","id":"sales-cloud"},"now":"2026-11-22T10:00:00Z"}"#;
     let d = bundle.decide(req, &mut Broken);
     assert_eq!(d.outcome, portcullis_engine::Outcome::Deny);

@@ -28,23 +28,36 @@ struct HostStore;
 impl Store for HostStore {
     fn get(&mut self, keys: &[String]) -> Result<Vec<Entry>, String> {
         host::get(keys).map(|entries| {
-            entries.into_iter().map(|e| Entry { key: e.key, value: e.value, version: e.version }).collect()
+            entries
+                .into_iter()
+                .map(|e| Entry {
+                    key: e.key,
+                    value: e.value,
+                    version: e.version,
+                })
+                .collect()
         })
     }
 
     fn compare_and_set(&mut self, writes: &[Write]) -> Result<Vec<WriteResult>, String> {
         let writes: Vec<host::Write> = writes
             .iter()
-            .map(|w| host::Write { key: w.key.clone(), value: w.value.clone(), expected_version: w.expected_version })
+            .map(|w| host::Write {
+                key: w.key.clone(),
+                value: w.value.clone(),
+                expected_version: w.expected_version,
+            })
             .collect();
         host::compare_and_set(&writes).map(|results| {
             results
                 .into_iter()
                 .map(|r| match r {
                     host::WriteResult::Written(v) => WriteResult::Written(v),
-                    host::WriteResult::Conflict(e) => {
-                        WriteResult::Conflict(Entry { key: e.key, value: e.value, version: e.version })
-                    }
+                    host::WriteResult::Conflict(e) => WriteResult::Conflict(Entry {
+                        key: e.key,
+                        value: e.value,
+                        version: e.version,
+                    }),
                 })
                 .collect()
         })
@@ -89,7 +102,12 @@ impl Guest for Component {
                 .map(|p| BundleProblem {
                     kind: p.kind.as_str().to_string(),
                     message: p.message,
-                    location: p.location.map(|l| Location { file: l.file, line: l.line, column: l.column, snippet: l.snippet }),
+                    location: p.location.map(|l| Location {
+                        file: l.file,
+                        line: l.line,
+                        column: l.column,
+                        snippet: l.snippet,
+                    }),
                 })
                 .collect()),
         }
@@ -101,7 +119,10 @@ impl Guest for Component {
 
     fn decide_batch(requests: Vec<String>) -> Vec<String> {
         let bundle = current();
-        requests.iter().map(|r| decide_one(bundle.as_deref(), r)).collect()
+        requests
+            .iter()
+            .map(|r| decide_one(bundle.as_deref(), r))
+            .collect()
     }
 
     fn run_cases() -> Result<String, String> {

@@ -24,7 +24,8 @@ pub fn read(dir: &Path) -> Result<Vec<(String, String)>> {
 }
 
 fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, String)>) -> Result<()> {
-    let entries = std::fs::read_dir(dir).with_context(|| format!("cannot read directory `{}`", dir.display()))?;
+    let entries = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read directory `{}`", dir.display()))?;
     for entry in entries {
         let entry = entry.with_context(|| format!("cannot read directory `{}`", dir.display()))?;
         let path = entry.path();
@@ -32,7 +33,9 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, String)>) -> Result<()> 
         if name.starts_with('.') {
             continue;
         }
-        let meta = entry.metadata().with_context(|| format!("cannot stat `{}`", path.display()))?;
+        let meta = entry
+            .metadata()
+            .with_context(|| format!("cannot stat `{}`", path.display()))?;
         if meta.is_dir() {
             walk(root, &path, out)?;
             continue;
@@ -42,12 +45,22 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, String)>) -> Result<()> 
             continue;
         }
         if meta.len() > MAX_FILE_BYTES {
-            bail!("`{}` is {} bytes, over the limit of {MAX_FILE_BYTES}", path.display(), meta.len());
+            bail!(
+                "`{}` is {} bytes, over the limit of {MAX_FILE_BYTES}",
+                path.display(),
+                meta.len()
+            );
         }
-        let bytes = std::fs::read(&path).with_context(|| format!("cannot read `{}`", path.display()))?;
-        let text = String::from_utf8(bytes).with_context(|| format!("`{}` is not UTF-8 text", path.display()))?;
+        let bytes =
+            std::fs::read(&path).with_context(|| format!("cannot read `{}`", path.display()))?;
+        let text = String::from_utf8(bytes)
+            .with_context(|| format!("`{}` is not UTF-8 text", path.display()))?;
         let rel = path.strip_prefix(root).unwrap_or(&path);
-        let rel = rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
+        let rel = rel
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy())
+            .collect::<Vec<_>>()
+            .join("/");
         out.push((rel, text));
     }
     Ok(())

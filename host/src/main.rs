@@ -110,8 +110,8 @@ enum EngineKind {
 
 /// The guest or the native engine, behind one face.
 enum Backend {
-    Guest(Box<GuestInstance>),
-    Native(Option<Bundle>, MemoryStore),
+    Guest(GuestInstance),
+    Native(Option<Box<Bundle>>, MemoryStore),
 }
 
 impl Backend {
@@ -128,12 +128,15 @@ impl Backend {
                     options.cache_dir = cli.cache_dir.clone();
                 }
                 let runtime = GuestRuntime::new(options)?;
-                Backend::Guest(Box::new(runtime.instantiate(Box::new(MemoryStore::new()))?))
+                Backend::Guest(runtime.instantiate(Box::new(MemoryStore::new()))?)
             }
         })
     }
 
-    fn load(&mut self, files: Vec<(String, String)>) -> Result<std::result::Result<BundleInfo, Vec<BundleProblem>>> {
+    fn load(
+        &mut self,
+        files: Vec<(String, String)>,
+    ) -> Result<std::result::Result<BundleInfo, Vec<BundleProblem>>> {
         match self {
             Backend::Guest(g) => match g.load(files) {
                 Ok(info) => Ok(Ok(info)),
@@ -143,7 +146,7 @@ impl Backend {
             Backend::Native(slot, _) => match Bundle::load(&files) {
                 Ok(b) => {
                     let info = b.info().clone();
-                    *slot = Some(b);
+                    *slot = Some(Box::new(b));
                     Ok(Ok(info))
                 }
                 Err(p) => Ok(Err(p)),
@@ -154,10 +157,21 @@ impl Backend {
     fn decide_batch(&mut self, requests: &[String]) -> Vec<String> {
         match self {
             Backend::Guest(g) => g.decide_batch(requests),
-            Backend::Native(Some(b), store) => requests.iter().map(|r| b.decide(r, store).to_json()).collect(),
+            Backend::Native(Some(b), store) => requests
+                .iter()
+                .map(|r| b.decide(r, store).to_json())
+                .collect(),
             Backend::Native(None, _) => requests
                 .iter()
-                .map(|r| portcullis_engine::Decision::fault("no-bundle", "no bundle is loaded".into(), None, r).to_json())
+                .map(|r| {
+                    portcullis_engine::Decision::fault(
+                        "no-bundle",
+                        "no bundle is loaded".into(),
+                        None,
+                        r,
+                    )
+                    .to_json()
+                })
                 .collect(),
         }
     }
@@ -186,7 +200,11 @@ fn run(cli: &Cli) -> Result<u8> {
     match &cli.command {
         Command::Check { dir } => check(cli, dir),
         Command::Decide { bundle, request } => decide(cli, bundle, request),
-        Command::Replay { bundle, traffic, summary_only } => replay(cli, bundle, traffic, *summary_only),
+        Command::Replay {
+            bundle,
+            traffic,
+            summary_only,
+        } => replay(cli, bundle, traffic, *summary_only),
         Command::Describe { dir } => {
             let mut backend = Backend::new(cli)?;
             let info = load_or_report(cli, &mut backend, dir)?;
@@ -208,9 +226,16 @@ fn load_or_report(cli: &Cli, backend: &mut Backend, dir: &Path) -> Result<Option
         Ok(info) => Ok(Some(info)),
         Err(problems) => {
             match cli.format {
-                Format::Json => println!("{}", serde_json::json!({ "accepted": false, "problems": problems })),
+                Format::Json => println!(
+                    "{}",
+                    serde_json::json!({ "accepted": false, "problems": problems })
+                ),
                 Format::Text => {
-                    eprintln!("bundle `{}` refused: {} problem(s)", dir.display(), problems.len());
+                    eprintln!(
+                        "bundle `{}` refused: {} problem(s)",
+                        dir.display(),
+                        problems.len()
+                    );
                     for p in &problems {
                         eprintln!("{p}");
                     }
@@ -223,11 +248,16 @@ fn load_or_report(cli: &Cli, backend: &mut Backend, dir: &Path) -> Result<Option
 
 fn check(cli: &Cli, dir: &Path) -> Result<u8> {
     let mut backend = Backend::new(cli)?;
-    let Some(info) = load_or_report(cli, &mut backend, dir)? else { return Ok(2) };
+    let Some(info) = load_or_report(cli, &mut backend, dir)? else {
+        return Ok(2);
+    };
     let report = backend.run_cases()?;
     match cli.format {
         Format::Json => {
-            println!("{}", serde_json::json!({ "accepted": report.failed == 0, "bundle": info, "cases": report }));
+            println!(
+                "{}",
+                serde_json::json!({ "accepted": report.failed == 0, "bundle": info, "cases": report })
+            );
         }
         Format::Text => {
             println!(
@@ -238,7 +268,12 @@ fn check(cli: &Cli, dir: &Path) -> Result<u8> {
                 info.hash.get(..16).unwrap_or("")
             );
             for c in &report.cases {
-                println!("{} {} :: {}", if c.passed { "PASS" } else { "FAIL" }, c.file, c.name);
+                println!(
+                    "{} {} :: {}",
+                    if c.passed { "PASS" } else { "FAIL" },
+                    c.file,
+                    c.name
+                );
                 for f in &c.failures {
                     println!("     step {}: {}", f.step, f.message);
                 }
@@ -252,7 +287,9 @@ fn check(cli: &Cli, dir: &Path) -> Result<u8> {
 fn read_input(path: &Path) -> Result<String> {
     if path == Path::new("-") {
         let mut s = String::new();
-        std::io::stdin().read_to_string(&mut s).context("cannot read the request from standard input")?;
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .context("cannot read the request from standard input")?;
         Ok(s)
     } else {
         std::fs::read_to_string(path).with_context(|| format!("cannot read `{}`", path.display()))
@@ -265,34 +302,60 @@ fn decide(cli: &Cli, bundle: &Path, request: &Path) -> Result<u8> {
         return Ok(2);
     }
     let text = read_input(request)?;
-    let decision = backend.decide_batch(&[text]).into_iter().next().unwrap_or_default();
-    let v: Value = serde_json::from_str(&decision).context("the engine returned a malformed decision")?;
+    let decision = backend
+        .decide_batch(&[text])
+        .into_iter()
+        .next()
+        .unwrap_or_default();
+    let v: Value =
+        serde_json::from_str(&decision).context("the engine returned a malformed decision")?;
     match cli.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&v)?),
         Format::Text => println!("{}", render(&v)),
     }
     if !v["error"].is_null() {
         if cli.format == Format::Text {
-            eprintln!("error: {}", v["error"]["message"].as_str().unwrap_or("engine fault"));
+            eprintln!(
+                "error: {}",
+                v["error"]["message"].as_str().unwrap_or("engine fault")
+            );
         }
         return Ok(2);
     }
-    Ok(if v["allowed"].as_bool() == Some(true) { 0 } else { 1 })
+    Ok(if v["allowed"].as_bool() == Some(true) {
+        0
+    } else {
+        1
+    })
 }
 
 /// One decision as a line of text.
 fn render(v: &Value) -> String {
     let list = |k: &str| {
-        v[k].as_array().map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", ")).unwrap_or_default()
+        v[k].as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default()
     };
-    let mut line = format!("{:<9} {}", v["outcome"].as_str().unwrap_or("?"), v["audit"]["principal"].as_str().unwrap_or(""));
+    let mut line = format!(
+        "{:<9} {}",
+        v["outcome"].as_str().unwrap_or("?"),
+        v["audit"]["principal"].as_str().unwrap_or("")
+    );
     if let Some(a) = v["audit"]["action"].as_str() {
         line.push_str(&format!(" {a}"));
     }
     if let Some(e) = v["audit"]["event"].as_str() {
         line.push_str(&format!(" [{e}]"));
     }
-    line.push_str(&format!(" | pathway {}", v["pathway"].as_str().unwrap_or("?")));
+    line.push_str(&format!(
+        " | pathway {}",
+        v["pathway"].as_str().unwrap_or("?")
+    ));
     let policies = list("policies");
     if !policies.is_empty() {
         line.push_str(&format!(" | policies {policies}"));
@@ -316,7 +379,8 @@ fn replay(cli: &Cli, bundle: &Path, traffic: &Path, summary_only: bool) -> Resul
         Box::new(std::io::stdin().lock())
     } else {
         Box::new(std::io::BufReader::new(
-            std::fs::File::open(traffic).with_context(|| format!("cannot open `{}`", traffic.display()))?,
+            std::fs::File::open(traffic)
+                .with_context(|| format!("cannot open `{}`", traffic.display()))?,
         ))
     };
     let stdout = std::io::stdout();
@@ -325,13 +389,22 @@ fn replay(cli: &Cli, bundle: &Path, traffic: &Path, summary_only: bool) -> Resul
     let mut summary: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
     let mut errors = 0u64;
     let mut batch: Vec<(usize, String)> = Vec::new();
-    let mut flush = |batch: &mut Vec<(usize, String)>, out: &mut dyn Write, summary: &mut BTreeMap<String, BTreeMap<String, u64>>, errors: &mut u64| -> Result<()> {
+    let mut flush = |batch: &mut Vec<(usize, String)>,
+                     out: &mut dyn Write,
+                     summary: &mut BTreeMap<String, BTreeMap<String, u64>>,
+                     errors: &mut u64|
+     -> Result<()> {
         let requests: Vec<String> = batch.iter().map(|(_, r)| r.clone()).collect();
         for ((line_no, _), d) in batch.iter().zip(backend.decide_batch(&requests)) {
-            let v: Value = serde_json::from_str(&d).context("the engine returned a malformed decision")?;
+            let v: Value =
+                serde_json::from_str(&d).context("the engine returned a malformed decision")?;
             let pathway = v["pathway"].as_str().unwrap_or("?").to_string();
             let outcome = v["outcome"].as_str().unwrap_or("?").to_string();
-            *summary.entry(pathway).or_default().entry(outcome).or_default() += 1;
+            *summary
+                .entry(pathway)
+                .or_default()
+                .entry(outcome)
+                .or_default() += 1;
             if !v["error"].is_null() {
                 *errors += 1;
             }
@@ -346,7 +419,8 @@ fn replay(cli: &Cli, bundle: &Path, traffic: &Path, summary_only: bool) -> Resul
         Ok(())
     };
     for (i, line) in reader.lines().enumerate() {
-        let line = line.with_context(|| format!("cannot read line {} of `{}`", i + 1, traffic.display()))?;
+        let line =
+            line.with_context(|| format!("cannot read line {} of `{}`", i + 1, traffic.display()))?;
         let trimmed = line.trim();
         if trimmed.is_empty() || trimmed.starts_with('#') {
             continue;
@@ -360,7 +434,10 @@ fn replay(cli: &Cli, bundle: &Path, traffic: &Path, summary_only: bool) -> Resul
     out.flush()?;
     drop(out);
     match cli.format {
-        Format::Json => eprintln!("{}", serde_json::json!({ "summary": summary, "errors": errors })),
+        Format::Json => eprintln!(
+            "{}",
+            serde_json::json!({ "summary": summary, "errors": errors })
+        ),
         Format::Text => {
             println!("summary (pathway: outcome count …):");
             for (pathway, outcomes) in &summary {

@@ -5,8 +5,10 @@ use crate::bindings::Guest;
 use crate::bindings::exports::portcullis::engine::engine as wit;
 use crate::bindings::portcullis::engine::store as wit_store;
 use anyhow::{Context, Result, anyhow};
-use portcullis_engine::{BundleInfo, BundleProblem, Decision, Location, Store as EngineStore, Write};
 use portcullis_engine::error::ProblemKind;
+use portcullis_engine::{
+    BundleInfo, BundleProblem, Decision, Location, Store as EngineStore, Write,
+};
 use sha2::{Digest, Sha256};
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
@@ -33,7 +35,11 @@ const TICK: Duration = Duration::from_millis(5);
 
 impl Default for RuntimeOptions {
     fn default() -> Self {
-        RuntimeOptions { cache_dir: default_cache_dir(), max_memory: 256 * 1024 * 1024, call_timeout: Duration::from_secs(2) }
+        RuntimeOptions {
+            cache_dir: default_cache_dir(),
+            max_memory: 256 * 1024 * 1024,
+            call_timeout: Duration::from_secs(2),
+        }
     }
 }
 
@@ -85,7 +91,8 @@ impl GuestRuntime {
         let (component, cached_from) = load_component(&engine, wasm, options.cache_dir.as_deref())?;
 
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| anyhow!("cannot link WASI: {e}"))?;
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(|e| anyhow!("cannot link WASI: {e}"))?;
         Guest::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
             .map_err(|e| anyhow!("cannot link the store import: {e}"))?;
 
@@ -102,7 +109,16 @@ impl GuestRuntime {
             })
             .context("cannot start the deadline thread")?;
 
-        Ok(GuestRuntime { inner: Arc::new(RuntimeInner { engine, component, linker, options, ticker_stop, cached_from }) })
+        Ok(GuestRuntime {
+            inner: Arc::new(RuntimeInner {
+                engine,
+                component,
+                linker,
+                options,
+                ticker_stop,
+                cached_from,
+            }),
+        })
     }
 
     /// Where the precompiled guest was read from, or `None` if compiled now.
@@ -113,13 +129,27 @@ impl GuestRuntime {
     /// A new instance with its own state store.
     pub fn instantiate(&self, store: Box<dyn EngineStore + Send>) -> Result<GuestInstance> {
         let (wstore, guest) = self.fresh(store)?;
-        Ok(GuestInstance { runtime: self.clone(), store: Some(wstore), guest, files: None, deadline: None })
+        Ok(GuestInstance {
+            runtime: self.clone(),
+            store: Some(wstore),
+            guest,
+            files: None,
+            deadline: None,
+        })
     }
 
     fn fresh(&self, state: Box<dyn EngineStore + Send>) -> Result<(Store<HostState>, Guest)> {
         let inner = &self.inner;
-        let limits = StoreLimitsBuilder::new().memory_size(inner.options.max_memory).trap_on_grow_failure(true).build();
-        let host = HostState { wasi: WasiCtx::builder().build(), table: ResourceTable::new(), limits, state };
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(inner.options.max_memory)
+            .trap_on_grow_failure(true)
+            .build();
+        let host = HostState {
+            wasi: WasiCtx::builder().build(),
+            table: ResourceTable::new(),
+            limits,
+            state,
+        };
         let mut store = Store::new(&inner.engine, host);
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_trap();
@@ -135,14 +165,23 @@ impl GuestRuntime {
 }
 
 /// Load the precompiled component from the cache, or compile and cache it.
-fn load_component(engine: &Engine, wasm: &[u8], cache: Option<&std::path::Path>) -> Result<(Component, Option<PathBuf>)> {
+fn load_component(
+    engine: &Engine,
+    wasm: &[u8],
+    cache: Option<&std::path::Path>,
+) -> Result<(Component, Option<PathBuf>)> {
     let Some(dir) = cache else {
-        let c = Component::new(engine, wasm).map_err(|e| anyhow!("cannot compile the guest: {e:#}"))?;
+        let c =
+            Component::new(engine, wasm).map_err(|e| anyhow!("cannot compile the guest: {e:#}"))?;
         return Ok((c, None));
     };
     let mut h = std::collections::hash_map::DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut h);
-    let key = format!("{}-{:016x}", hex::encode(Sha256::digest(wasm)).get(..32).unwrap_or(""), h.finish());
+    let key = format!(
+        "{}-{:016x}",
+        hex::encode(Sha256::digest(wasm)).get(..32).unwrap_or(""),
+        h.finish()
+    );
     let path = dir.join(format!("portcullis-guest-{key}.cwasm"));
     if path.is_file() {
         // SAFETY: the file is one this function wrote for this exact guest
@@ -154,9 +193,12 @@ fn load_component(engine: &Engine, wasm: &[u8], cache: Option<&std::path::Path>)
             return Ok((c, Some(path)));
         }
     }
-    let bytes = engine.precompile_component(wasm).map_err(|e| anyhow!("cannot compile the guest: {e:#}"))?;
+    let bytes = engine
+        .precompile_component(wasm)
+        .map_err(|e| anyhow!("cannot compile the guest: {e:#}"))?;
     #[expect(unsafe_code, reason = "deserialising bytes wasmtime produced just now")]
-    let component = unsafe { Component::deserialize(engine, &bytes) }.map_err(|e| anyhow!("cannot load the compiled guest: {e:#}"))?;
+    let component = unsafe { Component::deserialize(engine, &bytes) }
+        .map_err(|e| anyhow!("cannot load the compiled guest: {e:#}"))?;
     // Caching is best effort: a read-only home only costs a recompile.
     if create_private_dir(dir).is_ok() {
         let tmp = dir.join(format!(".{key}.{}.tmp", std::process::id()));
@@ -187,28 +229,50 @@ pub struct HostState {
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
 impl wit_store::Host for HostState {
     fn get(&mut self, keys: Vec<String>) -> Result<Vec<wit_store::Entry>, String> {
         self.state.get(&keys).map(|es| {
-            es.into_iter().map(|e| wit_store::Entry { key: e.key, value: e.value, version: e.version }).collect()
+            es.into_iter()
+                .map(|e| wit_store::Entry {
+                    key: e.key,
+                    value: e.value,
+                    version: e.version,
+                })
+                .collect()
         })
     }
 
-    fn compare_and_set(&mut self, writes: Vec<wit_store::Write>) -> Result<Vec<wit_store::WriteResult>, String> {
+    fn compare_and_set(
+        &mut self,
+        writes: Vec<wit_store::Write>,
+    ) -> Result<Vec<wit_store::WriteResult>, String> {
         let writes: Vec<Write> = writes
             .into_iter()
-            .map(|w| Write { key: w.key, value: w.value, expected_version: w.expected_version })
+            .map(|w| Write {
+                key: w.key,
+                value: w.value,
+                expected_version: w.expected_version,
+            })
             .collect();
         self.state.compare_and_set(&writes).map(|rs| {
             rs.into_iter()
                 .map(|r| match r {
-                    portcullis_engine::WriteResult::Written(v) => wit_store::WriteResult::Written(v),
+                    portcullis_engine::WriteResult::Written(v) => {
+                        wit_store::WriteResult::Written(v)
+                    }
                     portcullis_engine::WriteResult::Conflict(e) => {
-                        wit_store::WriteResult::Conflict(wit_store::Entry { key: e.key, value: e.value, version: e.version })
+                        wit_store::WriteResult::Conflict(wit_store::Entry {
+                            key: e.key,
+                            value: e.value,
+                            version: e.version,
+                        })
                     }
                 })
                 .collect()
@@ -239,9 +303,18 @@ pub struct GuestInstance {
 }
 
 impl GuestInstance {
-    fn call<R>(&mut self, f: impl FnOnce(&Guest, &mut Store<HostState>) -> wasmtime::Result<R>) -> Result<R> {
-        let store = self.store.as_mut().ok_or_else(|| anyhow!("guest instance lost"))?;
-        store.set_epoch_deadline(self.deadline.unwrap_or_else(|| self.runtime.deadline_ticks()));
+    fn call<R>(
+        &mut self,
+        f: impl FnOnce(&Guest, &mut Store<HostState>) -> wasmtime::Result<R>,
+    ) -> Result<R> {
+        let store = self
+            .store
+            .as_mut()
+            .ok_or_else(|| anyhow!("guest instance lost"))?;
+        store.set_epoch_deadline(
+            self.deadline
+                .unwrap_or_else(|| self.runtime.deadline_ticks()),
+        );
         match f(&self.guest, store) {
             Ok(r) => Ok(r),
             Err(e) => {
@@ -268,7 +341,10 @@ impl GuestInstance {
         }
     }
 
-    fn load_inner(&mut self, files: &[(String, String)]) -> Result<Result<wit::BundleInfo, Vec<wit::BundleProblem>>> {
+    fn load_inner(
+        &mut self,
+        files: &[(String, String)],
+    ) -> Result<Result<wit::BundleInfo, Vec<wit::BundleProblem>>> {
         self.call(|g, s| g.portcullis_engine_engine().call_load(s, files))
     }
 
@@ -284,7 +360,9 @@ impl GuestInstance {
                 self.files = Some(files);
                 Ok(bundle_info(info))
             }
-            Ok(Err(problems)) => Err(LoadError::Refused(problems.into_iter().map(problem).collect())),
+            Ok(Err(problems)) => Err(LoadError::Refused(
+                problems.into_iter().map(problem).collect(),
+            )),
             Err(e) => Err(LoadError::Fault(e)),
         }
     }
@@ -310,13 +388,17 @@ impl GuestInstance {
 
     /// Run the loaded bundle's cases inside the guest.
     pub fn run_cases(&mut self) -> Result<portcullis_engine::cases::Report> {
-        let json = self.call(|g, s| g.portcullis_engine_engine().call_run_cases(s))?.map_err(|e| anyhow!(e))?;
+        let json = self
+            .call(|g, s| g.portcullis_engine_engine().call_run_cases(s))?
+            .map_err(|e| anyhow!(e))?;
         serde_json::from_str(&json).context("guest returned a malformed case report")
     }
 
     /// The loaded bundle.
     pub fn describe(&mut self) -> Result<Option<BundleInfo>> {
-        Ok(self.call(|g, s| g.portcullis_engine_engine().call_describe(s))?.map(bundle_info))
+        Ok(self
+            .call(|g, s| g.portcullis_engine_engine().call_describe(s))?
+            .map(bundle_info))
     }
 }
 
@@ -345,6 +427,11 @@ fn problem(p: wit::BundleProblem) -> BundleProblem {
     BundleProblem {
         kind,
         message: p.message,
-        location: p.location.map(|l| Location { file: l.file, line: l.line, column: l.column, snippet: l.snippet }),
+        location: p.location.map(|l| Location {
+            file: l.file,
+            line: l.line,
+            column: l.column,
+            snippet: l.snippet,
+        }),
     }
 }

@@ -15,8 +15,9 @@ fn native_and_guest_agree_on_every_case() {
     for file in native.case_files() {
         for case in &file.cases {
             let mut store = MemoryStore::new();
-            let (native_result, native_decisions) =
-                run_case(&file.file, case, &mut |r| native.decide(r, &mut store).to_json());
+            let (native_result, native_decisions) = run_case(&file.file, case, &mut |r| {
+                native.decide(r, &mut store).to_json()
+            });
 
             let mut guest = match crate::runtime().instantiate(Box::new(MemoryStore::new())) {
                 Ok(g) => g,
@@ -25,13 +26,29 @@ fn native_and_guest_agree_on_every_case() {
             if let Err(e) = guest.load(files.clone()) {
                 panic!("guest refused the default bundle: {e:#?}");
             }
-            let (guest_result, guest_decisions) = run_case(&file.file, case, &mut |r| guest.decide(r));
+            let (guest_result, guest_decisions) =
+                run_case(&file.file, case, &mut |r| guest.decide(r));
 
-            assert!(native_result.passed, "native failed {}: {:#?}", case.name, native_result.failures);
-            assert!(guest_result.passed, "guest failed {}: {:#?}", case.name, guest_result.failures);
+            assert!(
+                native_result.passed,
+                "native failed {}: {:#?}",
+                case.name, native_result.failures
+            );
+            assert!(
+                guest_result.passed,
+                "guest failed {}: {:#?}",
+                case.name, guest_result.failures
+            );
             assert_eq!(native_decisions.len(), guest_decisions.len());
             for (i, (n, g)) in native_decisions.iter().zip(&guest_decisions).enumerate() {
-                assert_eq!(n, g, "{} :: {} request {} differs between native and guest", file.file, case.name, i + 1);
+                assert_eq!(
+                    n,
+                    g,
+                    "{} :: {} request {} differs between native and guest",
+                    file.file,
+                    case.name,
+                    i + 1
+                );
                 compared += 1;
             }
         }

@@ -1,6 +1,13 @@
 //! Host integration tests, compiled into one binary (as wasmtime does) to
 //! keep link time down.
 
+#![allow(
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests and benches stop at the first broken assumption"
+)]
+
 mod cli;
 mod equality;
 mod runtime;

@@ -11,7 +11,10 @@ const LOGIN: &str = r#"{"principal":{"type":"User","id":"alice"},"action":"login
 
 fn outcome(decision: &str) -> (String, Option<String>) {
     let v: Value = serde_json::from_str(decision).unwrap_or(Value::Null);
-    (v["outcome"].as_str().unwrap_or("").to_string(), v["error"]["kind"].as_str().map(str::to_string))
+    (
+        v["outcome"].as_str().unwrap_or("").to_string(),
+        v["error"]["kind"].as_str().map(str::to_string),
+    )
 }
 
 /// The default bundle with `n` more generated policies.
@@ -40,15 +43,27 @@ fn a_call_past_its_deadline_is_interrupted_and_the_old_bundle_keeps_serving() {
         other => panic!("expected an interrupted load, got {other:?}"),
     }
     g.set_call_timeout(Duration::from_secs(5));
-    assert_eq!(outcome(&g.decide(LOGIN)), ("allow".to_string(), None), "old bundle must keep serving");
+    assert_eq!(
+        outcome(&g.decide(LOGIN)),
+        ("allow".to_string(), None),
+        "old bundle must keep serving"
+    );
     let info = g.describe().ok().flatten().map(|i| i.policy_ids.len());
-    let expected = portcullis_engine::Bundle::load(&crate::default_files()).map(|b| b.info().policy_ids.len()).ok();
-    assert_eq!(info, expected, "the refused bundle's policies must not be installed");
+    let expected = portcullis_engine::Bundle::load(&crate::default_files())
+        .map(|b| b.info().policy_ids.len())
+        .ok();
+    assert_eq!(
+        info, expected,
+        "the refused bundle's policies must not be installed"
+    );
 }
 
 #[test]
 fn running_out_of_guest_memory_denies_and_recovers() {
-    let options = RuntimeOptions { max_memory: 48 * 1024 * 1024, ..RuntimeOptions::default() };
+    let options = RuntimeOptions {
+        max_memory: 48 * 1024 * 1024,
+        ..RuntimeOptions::default()
+    };
     let rt = match GuestRuntime::new(options) {
         Ok(r) => r,
         Err(e) => panic!("{e:#}"),
@@ -59,12 +74,18 @@ fn running_out_of_guest_memory_denies_and_recovers() {
     };
     assert!(g.load(crate::default_files()).is_ok());
     // 64 requests of 1 MiB each cannot be lowered into 48 MiB of memory.
-    let big = LOGIN.replace("\"now\"", &format!("\"body\":\"{}\",\"now\"", "x".repeat(1024 * 1024)));
+    let big = LOGIN.replace(
+        "\"now\"",
+        &format!("\"body\":\"{}\",\"now\"", "x".repeat(1024 * 1024)),
+    );
     let batch = vec![big; 64];
     let decisions = g.decide_batch(&batch);
     assert_eq!(decisions.len(), 64);
     for d in &decisions {
-        assert_eq!(outcome(d), ("deny".to_string(), Some("engine-fault".to_string())));
+        assert_eq!(
+            outcome(d),
+            ("deny".to_string(), Some("engine-fault".to_string()))
+        );
     }
     assert_eq!(outcome(&g.decide(LOGIN)), ("allow".to_string(), None));
 }
@@ -73,12 +94,19 @@ fn running_out_of_guest_memory_denies_and_recovers() {
 fn the_precompiled_guest_is_cached_and_reused() {
     let dir = std::env::temp_dir().join(format!("portcullis-cache-test-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let options = RuntimeOptions { cache_dir: Some(dir.clone()), ..RuntimeOptions::default() };
-    let first = GuestRuntime::new(options.clone()).map(|r| r.cached_from().map(|p| p.to_path_buf()));
+    let options = RuntimeOptions {
+        cache_dir: Some(dir.clone()),
+        ..RuntimeOptions::default()
+    };
+    let first =
+        GuestRuntime::new(options.clone()).map(|r| r.cached_from().map(|p| p.to_path_buf()));
     let second = GuestRuntime::new(options).map(|r| r.cached_from().map(|p| p.to_path_buf()));
     let _ = std::fs::remove_dir_all(&dir);
     assert!(matches!(first, Ok(None)), "first start compiles");
-    assert!(matches!(second, Ok(Some(p)) if p.starts_with(&dir)), "second start reads the cache");
+    assert!(
+        matches!(second, Ok(Some(p)) if p.starts_with(&dir)),
+        "second start reads the cache"
+    );
 }
 
 #[test]
