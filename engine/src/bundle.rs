@@ -97,6 +97,8 @@ pub struct Bundle {
     /// `cedar_policy::Request`, whose context check is redundant: the engine
     /// builds the context, and its shape is checked once here at load).
     pub(crate) actions: HashMap<String, ActionInfo>,
+    /// Keys trusted for synthetic provenance, parsed once.
+    pub(crate) synthetic_keys: Vec<crate::jwt::Verifier>,
 }
 
 /// An action and what it applies to.
@@ -407,6 +409,18 @@ impl Bundle {
             },
         };
 
+        // Every `context.record.<name>` a policy reads must be mapped by every module.
+        for (name, text) in &policy_files {
+            for (module, field, off) in crate::normalise::unmapped(&manifest, text) {
+                problems.push(BundleProblem::at(
+                    ProblemKind::PolicyValidation,
+                    Location::at_offset(name, text, off),
+                    format!("policies read `context.record.{field}` but module `{module}` maps no field to it (add it to [modules.{module}.fields] in {MANIFEST_FILE})"),
+                ));
+            }
+        }
+        let synthetic_keys: Vec<crate::jwt::Verifier> = manifest.synthetic.issuers.iter().filter_map(|k| k.verifier().ok()).collect();
+
         // Cases.
         let mut cases = Vec::new();
         for (name, text) in &case_files {
@@ -450,6 +464,7 @@ impl Bundle {
             info,
             types,
             actions,
+            synthetic_keys,
         })
     }
 

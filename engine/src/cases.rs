@@ -20,28 +20,43 @@ use serde_json::Value;
 #[serde(deny_unknown_fields)]
 pub struct Expect {
     /// The outcome.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<Outcome>,
     /// The determining policy ids, exactly (any order).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policies: Option<Vec<String>>,
     /// One of the reasons equals this.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// The escalation target (`null`: none).
-    #[serde(default, deserialize_with = "some_null")]
+    #[serde(
+        default,
+        deserialize_with = "some_null",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub escalation: Option<Option<String>>,
     /// Retry advice in seconds (`null`: none).
-    #[serde(default, deserialize_with = "some_null")]
+    #[serde(
+        default,
+        deserialize_with = "some_null",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub retry_after: Option<Option<u64>>,
     /// The pathway.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pathway: Option<String>,
+    /// The lockout stage of the leading key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
+    /// A subset of the audit record's derived facts, e.g.
+    /// `{synthetic: {status: unverified, failure: expired}}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub facts: Option<Value>,
     /// The decision is a fault whose error names this field.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_field: Option<String>,
     /// The decision is a fault of this kind (`invalid-request` …).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_kind: Option<String>,
 }
 
@@ -389,6 +404,16 @@ fn check(step: usize, e: &Expect, decision: &str, failures: &mut Vec<Failure>) {
     {
         fail(format!("expected pathway {p}, got {}", d["pathway"]));
     }
+    if let Some(st) = &e.stage
+        && d["stage"].as_str() != Some(st)
+    {
+        fail(format!("expected stage {st}, got {}", d["stage"]));
+    }
+    if let Some(want) = &e.facts
+        && !subset(want, &d["audit"]["facts"])
+    {
+        fail(format!("expected facts {want}, got {}", d["audit"]["facts"]));
+    }
     if let Some(f) = &e.error_field
         && d["error"]["field"].as_str() != Some(f)
     {
@@ -407,7 +432,68 @@ fn check(step: usize, e: &Expect, decision: &str, failures: &mut Vec<Failure>) {
     }
 }
 
+/// One request of a planned case, as any host sends it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlannedStep {
+    /// 1-based step of the case this request belongs to.
+    pub step: usize,
+    /// The request JSON text to decide.
+    pub request: String,
+    /// What its decision must be, if anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect: Option<Expect>,
+}
+
+/// A case expanded into the requests a host sends, in order, from empty state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlannedCase {
+    /// Case file.
+    pub file: String,
+    /// Case name.
+    pub name: String,
+    /// The requests.
+    pub steps: Vec<PlannedStep>,
+}
+
+/// Check one decision (JSON text) against an expectation: the failures.
+pub fn check_decision(step: usize, expect: &Expect, decision: &str) -> Vec<Failure> {
+    let mut failures = Vec::new();
+    check(step, expect, decision, &mut failures);
+    failures
+}
+
+/// Every key of `want` is in `got` with an equal (or, for objects, a
+/// matching) value.
+fn subset(want: &Value, got: &Value) -> bool {
+    match (want, got) {
+        (Value::Object(w), Value::Object(g)) => w.iter().all(|(k, v)| g.get(k).is_some_and(|gv| subset(v, gv))),
+        _ => want == got,
+    }
+}
+
 impl crate::Bundle {
+    /// Every case expanded into the requests to send: what a binding needs
+    /// to run the shared cases through its own store and calls.
+    pub fn plan(&self) -> Vec<PlannedCase> {
+        self.cases
+            .iter()
+            .flat_map(|f| {
+                f.cases.iter().map(|c| PlannedCase {
+                    file: f.file.clone(),
+                    name: c.name.clone(),
+                    steps: expand(c)
+                        .into_iter()
+                        .map(|(step, request, expect)| PlannedStep {
+                            step,
+                            request: request.to_string(),
+                            expect: expect.cloned(),
+                        })
+                        .collect(),
+                })
+            })
+            .collect()
+    }
+
     /// Run every case of this bundle natively, each from a fresh
     /// [`crate::MemoryStore`].
     pub fn run_cases(&self) -> Report {

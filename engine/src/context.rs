@@ -2,7 +2,10 @@
 //! the engine derived. The shape is `Portcullis::Context` in
 //! `portcullis.cedarschema`; both change together.
 
+use crate::lockout::{KeyKind, KeyState};
+use crate::normalise;
 use crate::request::Request;
+use crate::synthetic::{Provenance, Status};
 use cedar_policy::RestrictedExpression as Rx;
 use serde_json::{Value, json};
 
@@ -29,27 +32,6 @@ impl Pathway {
     }
 }
 
-/// Synthetic-data status derived from the request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SyntheticStatus {
-    /// No claim.
-    None,
-    /// Claimed and proven.
-    Verified,
-    /// Claimed, not proven.
-    Unverified,
-}
-
-impl SyntheticStatus {
-    fn as_str(self) -> &'static str {
-        match self {
-            SyntheticStatus::None => "none",
-            SyntheticStatus::Verified => "verified",
-            SyntheticStatus::Unverified => "unverified",
-        }
-    }
-}
-
 /// Everything derived for one decision, before Cedar sees it.
 #[derive(Debug, Clone)]
 pub struct Facts {
@@ -57,49 +39,67 @@ pub struct Facts {
     pub now: i64,
     /// Which pathway the decision takes.
     pub pathway: Pathway,
-    /// Synthetic status.
-    pub synthetic: SyntheticStatus,
-    /// Failures on the pathway inside the window (including this event).
-    pub failures: i64,
-    /// When the failure window ends, seconds since the epoch (0: no window).
-    pub window_ends: i64,
+    /// Synthetic provenance.
+    pub synthetic: Provenance,
+    /// Lockout state per key the request has.
+    pub keys: Vec<(KeyKind, KeyState)>,
+    /// The record in the common vocabulary.
+    pub record: normalise::Record,
 }
 
 impl Facts {
-    /// Derived facts as JSON, for the audit record (no secrets: counts only).
+    /// Facts before anything is known (faults).
+    pub fn empty(now: i64) -> Facts {
+        Facts {
+            now,
+            pathway: Pathway::Authentic,
+            synthetic: Provenance { status: Status::None, failure: None, issuer: None, dataset: None, generator: None },
+            keys: Vec::new(),
+            record: normalise::Record::default(),
+        }
+    }
+
+    /// The state of one key (all zero when the request lacks it).
+    pub fn key(&self, kind: KeyKind) -> KeyState {
+        self.keys.iter().find(|(k, _)| *k == kind).map(|(_, s)| *s).unwrap_or_default()
+    }
+
+    /// The key that leads the top-level `lockout.*`: the (account, address)
+    /// pair when the request has an address, else the account.
+    pub fn leading(&self) -> KeyState {
+        if self.keys.iter().any(|(k, _)| *k == KeyKind::AccountIp) { self.key(KeyKind::AccountIp) } else { self.key(KeyKind::Account) }
+    }
+
+    /// Derived facts as JSON, for the audit record: counts and statuses,
+    /// never a token, password or body.
     pub fn audit_json(&self) -> Value {
+        let keys: serde_json::Map<String, Value> = self
+            .keys
+            .iter()
+            .map(|(k, s)| {
+                (k.as_str().to_string(), json!({"failures": s.failures, "stage": s.stage.as_str(), "locked_until": s.locked_until, "repeat": s.repeat}))
+            })
+            .collect();
         json!({
-            "synthetic": self.synthetic.as_str(),
-            "lockout": { "failures": self.failures },
+            "synthetic": {
+                "status": self.synthetic.status.as_str(),
+                "failure": self.synthetic.failure,
+                "issuer": self.synthetic.issuer,
+                "dataset": self.synthetic.dataset,
+            },
+            "lockout": keys,
         })
     }
-}
-
-/// Does the request claim synthetic data (marker, or a record flag)?
-pub fn claims_synthetic(req: &Request) -> bool {
-    req.context
-        .synthetic
-        .as_ref()
-        .is_some_and(|s| s.marker || s.provenance.is_some())
 }
 
 /// The Cedar context pairs.
 pub fn build(req: &Request, facts: &Facts) -> Result<Vec<(String, Rx)>, String> {
     let c = &req.context;
     let mut pairs = vec![
-        (
-            "event".to_string(),
-            Rx::new_string(req.event.map(|e| e.as_str()).unwrap_or("none").to_string()),
-        ),
-        (
-            "pathway".to_string(),
-            Rx::new_string(facts.pathway.as_str().to_string()),
-        ),
+        ("event".to_string(), Rx::new_string(req.event.map(|e| e.as_str()).unwrap_or("none").to_string())),
+        ("pathway".to_string(), Rx::new_string(facts.pathway.as_str().to_string())),
         ("now".to_string(), Rx::new_long(facts.now)),
-        (
-            "fields".to_string(),
-            Rx::new_set(c.fields.iter().flatten().map(|f| Rx::new_string(f.clone()))),
-        ),
+        ("fields".to_string(), Rx::new_set(c.fields.iter().flatten().map(|f| Rx::new_string(f.clone())))),
     ];
     if let Some(ip) = &c.ip {
         pairs.push(("ip".to_string(), ip_expr(ip)));
@@ -118,33 +118,49 @@ pub fn build(req: &Request, facts: &Facts) -> Result<Vec<(String, Rx)>, String> 
     let mtls = c.mtls.clone().unwrap_or_default();
     pairs.push((
         "mtls".to_string(),
-        record([
-            ("verified", Rx::new_bool(mtls.verified)),
-            ("san", Rx::new_string(mtls.san.unwrap_or_default())),
-        ])?,
+        record(vec![("verified", Rx::new_bool(mtls.verified)), ("san", Rx::new_string(mtls.san.unwrap_or_default()))])?,
     ));
+    let s = &facts.synthetic;
+    let text = |v: &Option<String>| Rx::new_string(v.clone().unwrap_or_default());
     pairs.push((
         "synthetic".to_string(),
-        record([
-            (
-                "claimed",
-                Rx::new_bool(facts.synthetic != SyntheticStatus::None),
-            ),
-            (
-                "verified",
-                Rx::new_bool(facts.synthetic == SyntheticStatus::Verified),
-            ),
-            (
-                "status",
-                Rx::new_string(facts.synthetic.as_str().to_string()),
-            ),
+        record(vec![
+            ("claimed", Rx::new_bool(s.status != Status::None)),
+            ("verified", Rx::new_bool(s.status == Status::Verified)),
+            ("status", Rx::new_string(s.status.as_str().to_string())),
+            ("failure", Rx::new_string(s.failure.unwrap_or("").to_string())),
+            ("issuer", text(&s.issuer)),
+            ("dataset", text(&s.dataset)),
+            ("generator", text(&s.generator)),
         ])?,
     ));
-    pairs.push((
-        "lockout".to_string(),
-        record([("failures", Rx::new_long(facts.failures))])?,
-    ));
+    let lead = facts.leading();
+    let mut lockout = key_fields(&lead);
+    for kind in [KeyKind::Account, KeyKind::AccountIp, KeyKind::Ip] {
+        lockout.push((kind.as_str(), record(key_fields(&facts.key(kind)))?));
+    }
+    pairs.push(("lockout".to_string(), record(lockout)?));
+    let r = &facts.record;
+    let mut rec = Vec::new();
+    if let Some(b) = r.synthetic {
+        rec.push(("synthetic", Rx::new_bool(b)));
+    }
+    for (name, v) in [("owner", &r.owner), ("id", &r.id), ("object", &r.object), ("country", &r.country)] {
+        if let Some(v) = v {
+            rec.push((name, Rx::new_string(v.clone())));
+        }
+    }
+    pairs.push(("record".to_string(), record(rec)?));
     Ok(pairs)
+}
+
+fn key_fields(k: &KeyState) -> Vec<(&'static str, Rx)> {
+    vec![
+        ("failures", Rx::new_long(k.failures)),
+        ("stage", Rx::new_string(k.stage.as_str().to_string())),
+        ("locked_until", Rx::new_long(k.locked_until)),
+        ("repeat", Rx::new_long(k.repeat)),
+    ]
 }
 
 /// Most distinct addresses whose expressions are kept per thread.
@@ -174,7 +190,7 @@ fn ip_expr(ip: &str) -> Rx {
     })
 }
 
-fn record<const N: usize>(fields: [(&str, Rx); N]) -> Result<Rx, String> {
+fn record(fields: Vec<(&str, Rx)>) -> Result<Rx, String> {
     Rx::new_record(fields.into_iter().map(|(k, v)| (k.to_string(), v))).map_err(|e| e.to_string())
 }
 
@@ -182,15 +198,9 @@ fn record<const N: usize>(fields: [(&str, Rx); N]) -> Result<Rx, String> {
 /// action of a bundle schema declares what the engine supplies.
 pub fn probe_context() -> Vec<(String, Rx)> {
     let req = Request {
-        principal: crate::request::EntityRef {
-            kind: "P".into(),
-            id: "p".into(),
-        },
+        principal: crate::request::EntityRef { kind: "P".into(), id: "p".into() },
         action: "a".into(),
-        resource: crate::request::EntityRef {
-            kind: "R".into(),
-            id: "r".into(),
-        },
+        resource: crate::request::EntityRef { kind: "R".into(), id: "r".into() },
         context: crate::request::RequestContext {
             ip: Some("192.0.2.1".into()),
             module: Some(String::new()),
@@ -206,12 +216,13 @@ pub fn probe_context() -> Vec<(String, Rx)> {
         now: None,
         event: None,
     };
-    let facts = Facts {
-        now: 0,
-        pathway: Pathway::Authentic,
-        synthetic: SyntheticStatus::None,
-        failures: 0,
-        window_ends: 0,
+    let mut facts = Facts::empty(0);
+    facts.record = normalise::Record {
+        synthetic: Some(false),
+        owner: Some(String::new()),
+        id: Some(String::new()),
+        object: Some(String::new()),
+        country: Some(String::new()),
     };
     build(&req, &facts).unwrap_or_default()
 }

@@ -6,9 +6,12 @@
 //! Every fault on the way is a `deny` whose `error` names it.
 
 use crate::bundle::{Bundle, RetryAfter};
-use crate::context::{self, Facts, Pathway, SyntheticStatus};
+use crate::context::{self, Facts, Pathway};
+use crate::lockout::{Record, Stage};
+use crate::synthetic;
 use crate::error::RequestError;
 use crate::lockout;
+use crate::normalise;
 use crate::outcome::Outcome;
 use crate::request::Request;
 use crate::store::{Entry, Store, WriteResult};
@@ -68,6 +71,19 @@ pub struct AuditRecord {
     pub error: Option<String>,
 }
 
+/// How a refused client should retry (the pathway's retry policy).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetryAdvice {
+    /// Attempts before giving up.
+    pub max_attempts: u32,
+    /// `exponential` or `linear`.
+    pub backoff: String,
+    /// First wait, seconds.
+    pub base_seconds: u64,
+    /// Longest wait, seconds.
+    pub max_seconds: u64,
+}
+
 /// A decision, as every host returns it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Decision {
@@ -85,6 +101,14 @@ pub struct Decision {
     pub retry_after: Option<u64>,
     /// `authentic` or `synthetic`.
     pub pathway: String,
+    /// Lockout stage of the leading key (`none`, `challenge`, `throttle`,
+    /// `temporary_lock`, `hard_lock`).
+    pub stage: String,
+    /// How often such decisions may occur before alerting the escalation
+    /// target (from the manifest's escalation matrix).
+    pub alert_threshold: Option<u32>,
+    /// Retry advice for clients, on decisions that are not allowed.
+    pub retry: Option<RetryAdvice>,
     /// The fault that forced a deny, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<DecisionError>,
@@ -116,6 +140,9 @@ impl Decision {
             escalation: None,
             retry_after: None,
             pathway: Pathway::Authentic.as_str().to_string(),
+            stage: Stage::None.as_str().to_string(),
+            alert_threshold: None,
+            retry: None,
             error: Some(DecisionError {
                 kind: kind.to_string(),
                 message: message.clone(),
@@ -187,87 +214,73 @@ impl Bundle {
             Err(e) => return Decision::invalid(e, request_text),
         };
 
-        // Derive: which pathway, and the state it reads (one batched get).
-        let synthetic = if context::claims_synthetic(req) {
-            SyntheticStatus::Unverified
-        } else {
-            SyntheticStatus::None
+        // Derive: record vocabulary, provenance, pathway.
+        let record = match normalise::record(&self.manifest, req) {
+            Ok(r) => r,
+            Err(e) => return Decision::invalid(e, request_text),
         };
-        let pathway = if synthetic == SyntheticStatus::Verified {
-            Pathway::Synthetic
-        } else {
-            Pathway::Authentic
-        };
-        let key = lockout::key(&self.info.namespace, pathway, req);
-        let mut entries = match store.get(std::slice::from_ref(&key)) {
-            Ok(e) if e.len() == 1 => e,
-            Ok(e) => {
-                return self.store_fault(
-                    req,
-                    &q,
-                    now,
-                    request_text,
-                    format!("store answered {} entries for 1 key", e.len()),
-                );
-            }
-            Err(e) => {
-                return self.store_fault(
-                    req,
-                    &q,
-                    now,
-                    request_text,
-                    format!("store read failed: {e}"),
-                );
-            }
-        };
+        let provenance = synthetic::derive(&self.manifest.synthetic, &self.synthetic_keys, req, &record, now);
+        let pathway = if provenance.status == synthetic::Status::Verified { Pathway::Synthetic } else { Pathway::Authentic };
+        let cfg = self.manifest.pathway(pathway);
+        let mut facts = Facts { now, pathway, synthetic: provenance, keys: Vec::new(), record };
 
-        for _ in 0..CAS_RETRIES {
-            let entry: &Entry = match entries.first() {
-                Some(e) => e,
-                None => break,
-            };
-            let (counter, write) = lockout::step(&self.manifest.lockout, req, entry, now);
-            let facts = Facts {
-                now,
-                pathway,
-                synthetic,
-                failures: counter.n,
-                window_ends: counter.until,
-            };
-            let decision = self.evaluate(req, &q, &facts, request_text);
-            let Some(write) = write else { return decision };
-            match store.compare_and_set(std::slice::from_ref(&write)) {
-                Ok(results) => match results.into_iter().next() {
-                    Some(WriteResult::Written(_)) => return decision,
-                    Some(WriteResult::Conflict(current)) => entries = vec![current],
-                    None => {
-                        return self.store_fault(
-                            req,
-                            &q,
-                            now,
-                            request_text,
-                            "store answered no result for a write".into(),
-                        );
+        // State: one batched read; on an event, one batched compare-and-set
+        // per round, retried from the conflicting entries only.
+        let keys = lockout::keys(&self.info.namespace, pathway, req);
+        let names: Vec<String> = keys.iter().map(|(_, k)| k.clone()).collect();
+        let mut entries = match store.get(&names) {
+            Ok(e) if e.len() == names.len() => e,
+            Ok(e) => return self.store_fault(req, &q, facts, request_text, format!("store answered {} entries for {} keys", e.len(), names.len())),
+            Err(e) => return self.store_fault(req, &q, facts, request_text, format!("store read failed: {e}")),
+        };
+        let mut pending: Vec<bool> = vec![req.event.is_some(); keys.len()];
+        let mut records: Vec<Record> = Vec::with_capacity(keys.len());
+        for round in 0..=CAS_RETRIES {
+            records.clear();
+            let mut writes = Vec::new();
+            let mut slots = Vec::new();
+            for (i, ((kind, _), entry)) in keys.iter().zip(&entries).enumerate() {
+                let current = Record::at(entry, cfg, now);
+                if pending.get(i).copied().unwrap_or(false) {
+                    let next = current.apply(req.event, cfg.ladder(*kind), cfg, now);
+                    if let Some(w) = lockout::write(entry, &current, &next) {
+                        writes.push(w);
+                        slots.push(i);
                     }
-                },
-                Err(e) => {
-                    return self.store_fault(
-                        req,
-                        &q,
-                        now,
-                        request_text,
-                        format!("store write failed: {e}"),
-                    );
+                    records.push(next);
+                } else {
+                    records.push(current);
                 }
             }
+            if writes.is_empty() {
+                break;
+            }
+            if round == CAS_RETRIES {
+                return self.store_fault(req, &q, facts, request_text, format!("state kept changing: {CAS_RETRIES} compare-and-set conflicts in a row"));
+            }
+            let results = match store.compare_and_set(&writes) {
+                Ok(r) if r.len() == writes.len() => r,
+                Ok(r) => return self.store_fault(req, &q, facts, request_text, format!("store answered {} results for {} writes", r.len(), writes.len())),
+                Err(e) => return self.store_fault(req, &q, facts, request_text, format!("store write failed: {e}")),
+            };
+            for ((slot, write), result) in slots.into_iter().zip(writes).zip(results) {
+                let (Some(entry), Some(flag)) = (entries.get_mut(slot), pending.get_mut(slot)) else { continue };
+                match result {
+                    WriteResult::Written(version) => {
+                        *entry = Entry { key: write.key, value: write.value, version };
+                        *flag = false;
+                    }
+                    WriteResult::Conflict(current) => *entry = current,
+                }
+            }
+            if !pending.iter().any(|p| *p) {
+                // Everything written: the records are what the store holds.
+                records = keys.iter().zip(&entries).map(|(_, e)| Record::at(e, cfg, now)).collect();
+                break;
+            }
         }
-        self.store_fault(
-            req,
-            &q,
-            now,
-            request_text,
-            format!("state kept changing: {CAS_RETRIES} compare-and-set conflicts in a row"),
-        )
+        facts.keys = keys.iter().zip(&records).map(|((kind, _), r)| (*kind, r.state(cfg.ladder(*kind), cfg, now))).collect();
+        self.evaluate(req, &q, &facts, request_text)
     }
 
     /// The Cedar request the engine would evaluate for `request_text` with
@@ -283,13 +296,11 @@ impl Bundle {
             .transpose()
             .map_err(|e| e.to_string())?
             .unwrap_or(0);
-        let facts = Facts {
-            now,
-            pathway: Pathway::Authentic,
-            synthetic: SyntheticStatus::None,
-            failures: 0,
-            window_ends: 0,
-        };
+        let mut facts = Facts::empty(now);
+        facts.keys = lockout::keys(&self.info.namespace, Pathway::Authentic, &req)
+            .into_iter()
+            .map(|(k, _)| (k, lockout::KeyState::default()))
+            .collect();
         let context =
             Context::from_pairs(context::build(&req, &facts)?).map_err(|e| e.to_string())?;
         cedar_policy::Request::new(q.principal, q.action, q.resource, context, None)
@@ -470,7 +481,9 @@ impl Bundle {
         let escalation = ranked.iter().find_map(|m| m.escalate.clone());
         let retry_after = ranked.iter().find_map(|m| m.retry_after).map(|r| match r {
             RetryAfter::Seconds(s) => s,
-            RetryAfter::Lockout => facts.window_ends.saturating_sub(facts.now).max(0) as u64,
+            // Until the most constraining key eases: its lock ends, or
+            // enough failures leave the window.
+            RetryAfter::Lockout => facts.keys.iter().filter_map(|(_, k)| k.retry_after).max().unwrap_or(0).max(0) as u64,
         });
         self.finish(
             req,
@@ -524,6 +537,29 @@ impl Bundle {
             engine: crate::ENGINE_VERSION.to_string(),
             error: error.as_ref().map(|e| format!("{}: {}", e.kind, e.message)),
         };
+        let pathway = facts.pathway.as_str();
+        let stage = facts.leading().stage;
+        // The matrix fills in who is told when no policy named someone,
+        // and says when to alert.
+        let rule = if outcome.is_allowed() {
+            None
+        } else {
+            let key_stage = facts.keys.iter().map(|(_, k)| k.stage).max().unwrap_or(Stage::None);
+            self.manifest.escalation_for(pathway, key_stage.as_str())
+        };
+        let escalation = escalation.or_else(|| rule.map(|r| r.target.clone()));
+        let retry = (!outcome.is_allowed() && error.is_none()).then(|| {
+            let p = &self.manifest.pathway(facts.pathway).retry;
+            RetryAdvice {
+                max_attempts: p.max_attempts,
+                backoff: match p.backoff {
+                    crate::manifest::Growth::Linear => "linear".into(),
+                    crate::manifest::Growth::Exponential => "exponential".into(),
+                },
+                base_seconds: p.base.as_secs(),
+                max_seconds: p.max.as_secs(),
+            }
+        });
         Decision {
             outcome,
             allowed: outcome.is_allowed(),
@@ -531,7 +567,10 @@ impl Bundle {
             reasons,
             escalation,
             retry_after,
-            pathway: facts.pathway.as_str().to_string(),
+            pathway: pathway.to_string(),
+            stage: stage.as_str().to_string(),
+            alert_threshold: rule.map(|r| r.alert_threshold),
+            retry,
             error,
             audit,
         }
@@ -571,21 +610,7 @@ impl Bundle {
         )
     }
 
-    fn store_fault(
-        &self,
-        req: &Request,
-        q: &Qualified,
-        now: i64,
-        request_text: &str,
-        message: String,
-    ) -> Decision {
-        let facts = Facts {
-            now,
-            pathway: Pathway::Authentic,
-            synthetic: SyntheticStatus::None,
-            failures: 0,
-            window_ends: 0,
-        };
+    fn store_fault(&self, req: &Request, q: &Qualified, facts: Facts, request_text: &str, message: String) -> Decision {
         self.conclude_fault(req, q, &facts, request_text, "store", message, None)
     }
 }

@@ -70,6 +70,12 @@ impl MemoryStore {
         self.map.is_empty()
     }
 
+    /// Every key starting with `prefix` and its value, sorted (tests and
+    /// diagnostics).
+    pub fn snapshot(&self, prefix: &str) -> std::collections::BTreeMap<String, String> {
+        self.map.iter().filter(|(k, _)| k.starts_with(prefix)).map(|(k, (v, _))| (k.clone(), v.clone())).collect()
+    }
+
     fn entry(&self, key: &str) -> Entry {
         match self.map.get(key) {
             Some((v, ver)) => Entry {

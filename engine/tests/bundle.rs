@@ -84,8 +84,8 @@ fn typo_in_a_context_attribute_names_file_and_line() {
     replace(
         &mut files,
         "lockout.cedar",
-        "context.lockout.failures >= 10",
-        "context.lockout.failurs >= 10",
+        "context.lockout.failures >= 1",
+        "context.lockout.failurs >= 1",
     );
     let p = problems(&files);
     let hit = p.iter().find(|p| p.kind == ProblemKind::PolicyValidation);
@@ -218,8 +218,8 @@ fn a_refused_bundle_lists_every_problem() {
     replace(
         &mut files,
         "lockout.cedar",
-        "context.lockout.failures >= 10",
-        "context.lockout.failurs >= 10",
+        "context.lockout.failures >= 1",
+        "context.lockout.failurs >= 1",
     );
     replace(
         &mut files,

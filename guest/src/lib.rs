@@ -130,6 +130,22 @@ impl Guest for Component {
         serde_json::to_string(&bundle.run_cases()).map_err(|e| e.to_string())
     }
 
+    fn case_plan() -> Result<String, String> {
+        let bundle = current().ok_or_else(|| "no bundle is loaded".to_string())?;
+        serde_json::to_string(&bundle.plan()).map_err(|e| e.to_string())
+    }
+
+    fn check_decision(expect: String, decision: String) -> Result<Vec<String>, String> {
+        let expect: portcullis_engine::cases::Expect =
+            serde_json::from_str(&expect).map_err(|e| format!("malformed expect: {e}"))?;
+        Ok(
+            portcullis_engine::cases::check_decision(0, &expect, &decision)
+                .into_iter()
+                .map(|f| f.message)
+                .collect(),
+        )
+    }
+
     fn describe() -> Option<BundleInfo> {
         current().as_deref().map(info)
     }

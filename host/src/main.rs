@@ -68,6 +68,10 @@ enum Command {
     Check {
         /// Bundle directory.
         dir: PathBuf,
+        /// With --format json: also every decision of every case, in order
+        /// (what the bindings compare with, byte for byte).
+        #[arg(long)]
+        decisions: bool,
     },
     /// Decide on one request and print the decision.
     Decide {
@@ -176,6 +180,44 @@ impl Backend {
         }
     }
 
+    /// Every case's decisions, in order, each case from empty state.
+    fn case_decisions(&mut self) -> Result<Vec<Value>> {
+        let plan = match self {
+            Backend::Guest(g) => g.case_plan()?,
+            Backend::Native(Some(b), _) => b.plan(),
+            Backend::Native(None, _) => bail!("no bundle is loaded"),
+        };
+        let mut out = Vec::new();
+        for case in plan {
+            let decisions: Vec<Value> = match self {
+                Backend::Guest(g) => {
+                    g.replace_store(Box::new(MemoryStore::new()))?;
+                    case.steps
+                        .iter()
+                        .map(|s| g.decide(&s.request))
+                        .map(|d| serde_json::from_str(&d).unwrap_or(Value::Null))
+                        .collect()
+                }
+                Backend::Native(b, store) => {
+                    *store = MemoryStore::new();
+                    let Some(b) = b else {
+                        bail!("no bundle is loaded")
+                    };
+                    case.steps
+                        .iter()
+                        .map(|s| {
+                            serde_json::to_value(b.decide(&s.request, store)).unwrap_or(Value::Null)
+                        })
+                        .collect()
+                }
+            };
+            out.push(
+                serde_json::json!({ "file": case.file, "name": case.name, "decisions": decisions }),
+            );
+        }
+        Ok(out)
+    }
+
     fn run_cases(&mut self) -> Result<Report> {
         match self {
             Backend::Guest(g) => g.run_cases(),
@@ -198,7 +240,7 @@ fn main() -> ExitCode {
 
 fn run(cli: &Cli) -> Result<u8> {
     match &cli.command {
-        Command::Check { dir } => check(cli, dir),
+        Command::Check { dir, decisions } => check(cli, dir, *decisions),
         Command::Decide { bundle, request } => decide(cli, bundle, request),
         Command::Replay {
             bundle,
@@ -246,7 +288,7 @@ fn load_or_report(cli: &Cli, backend: &mut Backend, dir: &Path) -> Result<Option
     }
 }
 
-fn check(cli: &Cli, dir: &Path) -> Result<u8> {
+fn check(cli: &Cli, dir: &Path, with_decisions: bool) -> Result<u8> {
     let mut backend = Backend::new(cli)?;
     let Some(info) = load_or_report(cli, &mut backend, dir)? else {
         return Ok(2);
@@ -254,10 +296,11 @@ fn check(cli: &Cli, dir: &Path) -> Result<u8> {
     let report = backend.run_cases()?;
     match cli.format {
         Format::Json => {
-            println!(
-                "{}",
-                serde_json::json!({ "accepted": report.failed == 0, "bundle": info, "cases": report })
-            );
+            let mut v = serde_json::json!({ "accepted": report.failed == 0, "bundle": info, "cases": report });
+            if with_decisions {
+                v["decisions"] = Value::Array(backend.case_decisions()?);
+            }
+            println!("{v}");
         }
         Format::Text => {
             println!(

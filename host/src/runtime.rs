@@ -394,6 +394,26 @@ impl GuestInstance {
         serde_json::from_str(&json).context("guest returned a malformed case report")
     }
 
+    /// The loaded bundle's cases, expanded into the requests to send.
+    pub fn case_plan(&mut self) -> Result<Vec<portcullis_engine::cases::PlannedCase>> {
+        let json = self
+            .call(|g, s| g.portcullis_engine_engine().call_case_plan(s))?
+            .map_err(|e| anyhow!(e))?;
+        serde_json::from_str(&json).context("guest returned a malformed case plan")
+    }
+
+    /// Swap the state store (e.g. a fresh one per case); answers the old one.
+    pub fn replace_store(
+        &mut self,
+        state: Box<dyn EngineStore + Send>,
+    ) -> Result<Box<dyn EngineStore + Send>> {
+        let store = self
+            .store
+            .as_mut()
+            .ok_or_else(|| anyhow!("guest instance lost"))?;
+        Ok(std::mem::replace(&mut store.data_mut().state, state))
+    }
+
     /// The loaded bundle.
     pub fn describe(&mut self) -> Result<Option<BundleInfo>> {
         Ok(self

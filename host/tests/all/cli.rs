@@ -86,8 +86,8 @@ fn check_names_file_and_line_for_three_distinct_errors() {
         &[
             (
                 "lockout.cedar",
-                "context.lockout.failures >= 10",
-                "context.lockout.failurs >= 10",
+                "context.lockout.failures >= 1",
+                "context.lockout.failurs >= 1",
             ),
             (
                 "access.cedar",
@@ -127,7 +127,7 @@ fn check_names_file_and_line_for_three_distinct_errors() {
     // The offending text is quoted under each.
     assert!(
         err.contains(
-            "| when { context.pathway == \"authentic\" && context.lockout.failurs >= 10 };"
+            "| context.lockout.failurs >= 1"
         ),
         "{err}"
     );
