@@ -42,6 +42,8 @@ pub struct Verifier {
     kid: Option<String>,
     algorithm: Algorithm,
     key: DecodingKey,
+    /// Identifies the key material, for the signature cache.
+    fingerprint: [u8; 32],
 }
 
 impl std::fmt::Debug for Verifier {
@@ -81,7 +83,16 @@ impl TrustedKey {
             }
             _ => return Err(format!("a {} key needs exactly one of `public_key` or `jwk`", self.algorithm)),
         };
-        Ok(Verifier { issuer: self.issuer.clone(), kid: self.kid.clone(), algorithm, key })
+        let fingerprint = {
+            use sha2::Digest as _;
+            let mut h = sha2::Sha256::new();
+            for part in [&self.issuer, &self.algorithm, self.kid.as_deref().unwrap_or(""), self.secret.as_deref().unwrap_or(""), self.public_key.as_deref().unwrap_or(""), self.jwk.as_deref().unwrap_or("")] {
+                h.update((part.len() as u64).to_le_bytes());
+                h.update(part.as_bytes());
+            }
+            h.finalize().into()
+        };
+        Ok(Verifier { issuer: self.issuer.clone(), kid: self.kid.clone(), algorithm, key, fingerprint })
     }
 }
 
@@ -138,6 +149,35 @@ pub struct Expect<'a> {
     pub required: &'a [String],
 }
 
+/// Most (key, token) signature results kept per thread.
+const SIGNATURE_CACHE: usize = 4096;
+
+thread_local! {
+    static SIGNATURES: std::cell::RefCell<std::collections::HashMap<([u8; 32], String), bool>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+/// Does the signature of `token` hold under `key`? A client presents the
+/// same token many times (a load test, a session), and an EdDSA check costs
+/// tens of µs (more in wasm), so the answer is kept per (key material,
+/// exact token text). Only the signature is cached: time and audience are
+/// checked on every request.
+fn signature_holds(token: &str, key: &Verifier, validation: &Validation) -> bool {
+    let cache_key = (key.fingerprint, token.to_string());
+    if let Some(hit) = SIGNATURES.with(|c| c.borrow().get(&cache_key).copied()) {
+        return hit;
+    }
+    let holds = jsonwebtoken::decode::<serde_json::Map<String, Value>>(token, &key.key, validation).is_ok();
+    SIGNATURES.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.len() >= SIGNATURE_CACHE {
+            c.clear();
+        }
+        c.insert(cache_key, holds);
+    });
+    holds
+}
+
 /// Verify `token` against `keys`; the verified claims, or why not.
 pub fn verify(token: &str, keys: &[Verifier], expect: &Expect<'_>) -> Result<serde_json::Map<String, Value>, Failure> {
     use base64::Engine as _;
@@ -183,7 +223,7 @@ pub fn verify(token: &str, keys: &[Verifier], expect: &Expect<'_>) -> Result<ser
     validation.validate_aud = false;
     validation.required_spec_claims.clear();
     validation.set_issuer(&[issuer]);
-    if jsonwebtoken::decode::<serde_json::Map<String, Value>>(token, &key.key, &validation).is_err() {
+    if !signature_holds(token, key, &validation) {
         return Err(Failure::BadSignature);
     }
     // Time and audience against the request, after the signature holds.
