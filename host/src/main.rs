@@ -31,7 +31,7 @@ REQUEST FORMAT (JSON, the same in every host):
   fields are an error naming the field.
 
 BUNDLE LAYOUT (a directory):
-  portcullis.toml        manifest: [bundle] name, version, namespace; [lockout] window …
+  portcullis.toml        manifest: [bundle], [lockout.*], [synthetic], [modules.*], [[escalation]]
   *.cedarschema          entities and actions; actions use `context: Portcullis::Context`
   *.cedar                policies, each with @id and optionally @outcome, @reason,
                          @escalate, @retry_after
