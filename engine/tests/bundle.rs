@@ -74,7 +74,7 @@ fn default_bundle_passes_its_cases() {
         bundle
             .info()
             .policy_ids
-            .contains(&"lockout.authentic.lock".to_string())
+            .contains(&"lockout.pair.hard-lock".to_string())
     );
 }
 
@@ -262,4 +262,26 @@ fn decisions_fail_closed_on_store_faults() {
     assert!(d.reasons.iter().any(|r| r.contains("connection refused")));
     // And the same request with a working store is allowed.
     assert!(bundle.decide(req, &mut MemoryStore::new()).allowed);
+}
+
+#[test]
+fn no_token_reaches_the_decision_or_audit() {
+    let Ok(bundle) = Bundle::load(&default_files()) else { panic!("default bundle refused") };
+    // The trusted HS256 test issuer's token, and a forged one.
+    let cases = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/tests/lockout/synthetic.yaml")).unwrap_or_default();
+    let tokens: Vec<&str> = cases.split_whitespace().filter(|w| w.starts_with("eyJ")).map(|w| w.trim_end_matches(['}', ','])).collect();
+    assert!(tokens.len() >= 8, "tokens found: {}", tokens.len());
+    for token in tokens {
+        let req = serde_json::json!({
+            "principal": {"type": "User", "id": "alice@example.com"}, "action": "login",
+            "resource": {"type": "App", "id": "sales-cloud"},
+            "context": {"ip": "203.0.113.7", "synthetic": {"marker": true, "provenance": token}},
+            "event": "auth_failure", "now": "2026-11-22T10:00:00Z"
+        });
+        let out = bundle.decide(&req.to_string(), &mut MemoryStore::new()).to_json();
+        let signature = token.rsplit('.').next().unwrap_or(token);
+        let claims = token.split('.').nth(1).unwrap_or(token);
+        assert!(!out.contains(token) && !out.contains(claims), "a token reached the decision: {out}");
+        assert!(signature.is_empty() || !out.contains(signature), "a signature reached the decision: {out}");
+    }
 }
