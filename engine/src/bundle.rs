@@ -57,6 +57,61 @@ pub struct BundleInfo {
     pub case_count: u32,
 }
 
+/// A bundle packed into one document: what `portcullis pack` writes, the
+/// Envoy filter takes as its plugin configuration, and services accept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Packed {
+    /// Always `portcullis-bundle/1`.
+    pub format: String,
+    /// Bundle name (informative; the files are the truth).
+    pub name: String,
+    /// Bundle version.
+    pub version: String,
+    /// SHA-256 over the files, as `BundleInfo::hash`; checked on unpack.
+    pub hash: String,
+    /// The files, by name.
+    pub files: BTreeMap<String, String>,
+}
+
+/// The format tag of packed bundles.
+pub const PACKED_FORMAT: &str = "portcullis-bundle/1";
+
+impl Packed {
+    /// Pack loaded files.
+    pub fn new(info: &BundleInfo, files: Vec<(String, String)>) -> Packed {
+        Packed {
+            format: PACKED_FORMAT.to_string(),
+            name: info.name.clone(),
+            version: info.version.clone(),
+            hash: info.hash.clone(),
+            files: files.into_iter().collect(),
+        }
+    }
+
+    /// Read a packed document and load it, checking format and hash.
+    pub fn load(text: &str) -> Result<Bundle, Vec<BundleProblem>> {
+        let packed: Packed = serde_json::from_str(text).map_err(|e| {
+            vec![BundleProblem::new(ProblemKind::MissingFile, format!("not a packed bundle: {e}"))]
+        })?;
+        if packed.format != PACKED_FORMAT {
+            return Err(vec![BundleProblem::new(
+                ProblemKind::MissingFile,
+                format!("packed format `{}` (expected `{PACKED_FORMAT}`)", packed.format),
+            )]);
+        }
+        let files: Vec<(String, String)> = packed.files.into_iter().collect();
+        let bundle = Bundle::load(&files)?;
+        if bundle.info.hash != packed.hash {
+            return Err(vec![BundleProblem::new(
+                ProblemKind::MissingFile,
+                format!("packed hash `{}` does not match the files (`{}`): the bundle was altered", packed.hash, bundle.info.hash),
+            )]);
+        }
+        Ok(bundle)
+    }
+}
+
 /// How a policy's `@retry_after` is computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RetryAfter {

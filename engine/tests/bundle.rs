@@ -285,3 +285,18 @@ fn no_token_reaches_the_decision_or_audit() {
         assert!(signature.is_empty() || !out.contains(signature), "a signature reached the decision: {out}");
     }
 }
+
+#[test]
+fn packed_bundles_load_and_tampering_is_refused() {
+    let files = default_files();
+    let Ok(bundle) = Bundle::load(&files) else { panic!("default bundle refused") };
+    let packed = portcullis_engine::bundle::Packed::new(bundle.info(), files);
+    let text = serde_json::to_string(&packed).unwrap_or_default();
+    let loaded = portcullis_engine::bundle::Packed::load(&text).map(|b| b.info().hash.clone());
+    assert_eq!(loaded.as_deref().ok(), Some(bundle.info().hash.as_str()));
+    let tampered = text.replace("ten failed", "eleven failed").replace("login permitted", "login permitted!");
+    let err = portcullis_engine::bundle::Packed::load(&tampered).err().unwrap_or_default();
+    assert!(err.iter().any(|p| p.message.contains("does not match")), "{err:?}");
+    let wrong = text.replace("portcullis-bundle/1", "portcullis-bundle/9");
+    assert!(portcullis_engine::bundle::Packed::load(&wrong).is_err());
+}

@@ -93,6 +93,16 @@ enum Command {
         #[arg(long)]
         summary_only: bool,
     },
+    /// Pack a bundle directory into one JSON document (the Envoy plugin
+    /// configuration, and what `serve` accepts): checked first, refused if
+    /// any problem or failing case.
+    Pack {
+        /// Bundle directory.
+        dir: PathBuf,
+        /// Output file, or `-` for standard output.
+        #[arg(short, long, default_value = "-")]
+        output: PathBuf,
+    },
     /// Print what a bundle is: name, version, namespace, hash, policy ids.
     Describe {
         /// Bundle directory.
@@ -247,6 +257,7 @@ fn run(cli: &Cli) -> Result<u8> {
             traffic,
             summary_only,
         } => replay(cli, bundle, traffic, *summary_only),
+        Command::Pack { dir, output } => pack(cli, dir, output),
         Command::Describe { dir } => {
             let mut backend = Backend::new(cli)?;
             let info = load_or_report(cli, &mut backend, dir)?;
@@ -325,6 +336,31 @@ fn check(cli: &Cli, dir: &Path, with_decisions: bool) -> Result<u8> {
         }
     }
     Ok(if report.failed == 0 { 0 } else { 1 })
+}
+
+fn pack(cli: &Cli, dir: &Path, output: &Path) -> Result<u8> {
+    let mut backend = Backend::new(cli)?;
+    let files = bundle_dir::read(dir)?;
+    let Some(info) = load_or_report(cli, &mut backend, dir)? else { return Ok(2) };
+    let report = backend.run_cases()?;
+    if report.failed > 0 {
+        for c in report.cases.iter().filter(|c| !c.passed) {
+            for f in &c.failures {
+                eprintln!("FAIL {} :: {} step {}: {}", c.file, c.name, f.step, f.message);
+            }
+        }
+        eprintln!("not packed: {} case(s) fail", report.failed);
+        return Ok(1);
+    }
+    let doc = portcullis_engine::bundle::Packed::new(&info, files);
+    let text = serde_json::to_string(&doc)?;
+    if output == Path::new("-") {
+        println!("{text}");
+    } else {
+        std::fs::write(output, text + "\n").with_context(|| format!("cannot write `{}`", output.display()))?;
+        eprintln!("packed {} {} ({} files, hash {}) into {}", info.name, info.version, doc.files.len(), info.hash, output.display());
+    }
+    Ok(0)
 }
 
 fn read_input(path: &Path) -> Result<String> {
