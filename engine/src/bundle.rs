@@ -154,6 +154,10 @@ pub struct Bundle {
     pub(crate) actions: HashMap<String, ActionInfo>,
     /// Keys trusted for synthetic provenance, parsed once.
     pub(crate) synthetic_keys: Vec<crate::jwt::Verifier>,
+    /// Keys trusted for OAuth access tokens, parsed once.
+    pub(crate) oauth_keys: Vec<crate::jwt::Verifier>,
+    /// The adequacy list (`adequacy.json`), empty when absent.
+    pub(crate) adequacy: crate::transfer::Adequacy,
 }
 
 /// An action and what it applies to.
@@ -180,6 +184,7 @@ impl Bundle {
         let mut schema_files = Vec::new();
         let mut policy_files = Vec::new();
         let mut entities_file = None;
+        let mut adequacy_file = None;
         let mut case_files = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for (name, text) in files {
@@ -195,6 +200,8 @@ impl Bundle {
                 manifest_file = Some((name, text));
             } else if name == ENTITIES_FILE {
                 entities_file = Some((name, text));
+            } else if name == crate::transfer::ADEQUACY_FILE {
+                adequacy_file = Some((name, text));
             } else if name.starts_with("tests/")
                 && (name.ends_with(".yaml") || name.ends_with(".yml"))
             {
@@ -208,7 +215,7 @@ impl Bundle {
                     ProblemKind::MissingFile,
                     Location::file(name),
                     format!(
-                        "unexpected file `{name}` (a bundle holds {MANIFEST_FILE}, *.cedarschema, *.cedar, {ENTITIES_FILE} and tests/*.yaml)"
+                        "unexpected file `{name}` (a bundle holds {MANIFEST_FILE}, *.cedarschema, *.cedar, {ENTITIES_FILE}, {} and tests/*.yaml)", crate::transfer::ADEQUACY_FILE
                     ),
                 ));
             }
@@ -474,7 +481,16 @@ impl Bundle {
                 ));
             }
         }
-        let synthetic_keys: Vec<crate::jwt::Verifier> = manifest.synthetic.issuers.iter().filter_map(|k| k.verifier().ok()).collect();
+        let synthetic_keys: Vec<crate::jwt::Verifier> = manifest.synthetic.issuers.iter().filter_map(|k| k.verifiers().ok()).flatten().collect();
+        let oauth_keys: Vec<crate::jwt::Verifier> = manifest.oauth.issuers.iter().filter_map(|k| k.verifiers().ok()).flatten().collect();
+
+        let adequacy = match adequacy_file {
+            None => crate::transfer::Adequacy::default(),
+            Some((name, text)) => crate::transfer::Adequacy::parse(text).unwrap_or_else(|e| {
+                problems.push(BundleProblem::at(ProblemKind::Manifest, Location::file(name), e));
+                crate::transfer::Adequacy::default()
+            }),
+        };
 
         // Cases.
         let mut cases = Vec::new();
@@ -520,6 +536,8 @@ impl Bundle {
             types,
             actions,
             synthetic_keys,
+            oauth_keys,
+            adequacy,
         })
     }
 

@@ -45,6 +45,10 @@ pub struct Facts {
     pub keys: Vec<(KeyKind, KeyState)>,
     /// The record in the common vocabulary.
     pub record: normalise::Record,
+    /// The access token.
+    pub token: crate::oauth::TokenFacts,
+    /// The transfer.
+    pub transfer: crate::transfer::TransferFacts,
 }
 
 impl Facts {
@@ -56,6 +60,8 @@ impl Facts {
             synthetic: Provenance { status: Status::None, failure: None, issuer: None, dataset: None, generator: None },
             keys: Vec::new(),
             record: normalise::Record::default(),
+            token: Default::default(),
+            transfer: Default::default(),
         }
     }
 
@@ -88,6 +94,24 @@ impl Facts {
                 "dataset": self.synthetic.dataset,
             },
             "lockout": keys,
+            "token": {
+                "present": self.token.present,
+                "valid": self.token.valid,
+                "failure": self.token.failure,
+                "issuer": self.token.issuer,
+                "subject": self.token.subject,
+                "client_id": self.token.client_id,
+                "scopes": self.token.scopes,
+            },
+            "transfer": {
+                "origin": self.transfer.origin,
+                "destination": self.transfer.destination,
+                "basis": self.transfer.basis,
+                "mechanism": self.transfer.mechanism,
+                "allowed": self.transfer.allowed,
+                "recipient": self.transfer.recipient,
+                "adequacy_as_of": self.transfer.adequacy_as_of,
+            },
         })
     }
 }
@@ -151,6 +175,35 @@ pub fn build(req: &Request, facts: &Facts) -> Result<Vec<(String, Rx)>, String> 
         }
     }
     pairs.push(("record".to_string(), record(rec)?));
+    let t = &facts.token;
+    pairs.push((
+        "token".to_string(),
+        record(vec![
+            ("present", Rx::new_bool(t.present)),
+            ("valid", Rx::new_bool(t.valid)),
+            ("failure", Rx::new_string(t.failure.clone())),
+            ("issuer", Rx::new_string(t.issuer.clone())),
+            ("subject", Rx::new_string(t.subject.clone())),
+            ("client_id", Rx::new_string(t.client_id.clone())),
+            ("scopes", Rx::new_set(t.scopes.iter().map(|s| Rx::new_string(s.clone())))),
+            ("expires", Rx::new_long(t.expires)),
+        ])?,
+    ));
+    let x = &facts.transfer;
+    pairs.push((
+        "transfer".to_string(),
+        record(vec![
+            ("cross_border", Rx::new_bool(x.cross_border)),
+            ("origin", Rx::new_string(x.origin.clone())),
+            ("destination", Rx::new_string(x.destination.clone())),
+            ("origin_eea", Rx::new_bool(x.origin_eea)),
+            ("destination_eea", Rx::new_bool(x.destination_eea)),
+            ("basis", Rx::new_string(x.basis.clone())),
+            ("mechanism", Rx::new_string(x.mechanism.clone())),
+            ("allowed", Rx::new_bool(x.allowed)),
+            ("recipient", Rx::new_string(x.recipient.clone())),
+        ])?,
+    ));
     Ok(pairs)
 }
 

@@ -222,7 +222,12 @@ impl Bundle {
         let provenance = synthetic::derive(&self.manifest.synthetic, &self.synthetic_keys, req, &record, now);
         let pathway = if provenance.status == synthetic::Status::Verified { Pathway::Synthetic } else { Pathway::Authentic };
         let cfg = self.manifest.pathway(pathway);
-        let mut facts = Facts { now, pathway, synthetic: provenance, keys: Vec::new(), record };
+        let transfer = match crate::transfer::derive(&self.manifest, &self.adequacy, req) {
+            Ok(t) => t,
+            Err(e) => return Decision::invalid(e, request_text),
+        };
+        let token = crate::oauth::derive(&self.manifest.oauth, &self.oauth_keys, req.context.token.as_deref(), now);
+        let mut facts = Facts { now, pathway, synthetic: provenance, keys: Vec::new(), record, token, transfer };
 
         // State: one batched read; on an event, one batched compare-and-set
         // per round, retried from the conflicting entries only.
@@ -445,7 +450,7 @@ impl Bundle {
         }
         let mut ids: Vec<&PolicyId> = response.diagnostics().reason().collect();
         ids.sort_by_key(|id| id.to_string());
-        let (outcome, reasons, policies) = if ids.is_empty() {
+        let (mut outcome, mut reasons, mut policies) = if ids.is_empty() {
             // Cedar allows only with a determining permit, so this is a deny.
             (Outcome::Deny, vec!["no-permit".to_string()], Vec::new())
         } else {
@@ -475,6 +480,14 @@ impl Bundle {
                 ids.iter().map(|id| id.to_string()).collect(),
             )
         };
+        // A presented token that does not verify is never an anonymous allow,
+        // whatever the policies permitted.
+        if outcome.is_allowed() && facts.token.present && !facts.token.valid {
+            outcome = Outcome::Deny;
+            policies = Vec::new();
+            reasons = vec![format!("invalid-token: {}", facts.token.failure)];
+            ids.clear();
+        }
         // Escalation and retry advice come from the most severe policies first.
         let mut ranked: Vec<_> = ids.iter().filter_map(|id| self.meta.get(*id)).collect();
         ranked.sort_by_key(|m| std::cmp::Reverse(m.outcome));

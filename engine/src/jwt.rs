@@ -33,6 +33,10 @@ pub struct TrustedKey {
     /// A JWK (JSON text) instead of PEM.
     #[serde(default)]
     pub jwk: Option<String>,
+    /// A JWK Set (JSON text): one verifier per key, each by its `kid`; the
+    /// algorithm comes from each key's `alg`, else from `algorithm`.
+    #[serde(default)]
+    pub jwks: Option<String>,
 }
 
 /// A trusted key ready to verify with.
@@ -53,6 +57,37 @@ impl std::fmt::Debug for Verifier {
 }
 
 impl TrustedKey {
+    /// Every verifier this entry stands for (one, or one per JWKS key).
+    pub fn verifiers(&self) -> Result<Vec<Verifier>, String> {
+        let Some(set) = &self.jwks else { return self.verifier().map(|v| vec![v]) };
+        if self.secret.is_some() || self.public_key.is_some() || self.jwk.is_some() {
+            return Err("`jwks` stands alone: drop `secret`, `public_key` and `jwk`".into());
+        }
+        let set: jsonwebtoken::jwk::JwkSet = serde_json::from_str(set).map_err(|e| format!("`jwks` is not a JWK Set: {e}"))?;
+        if set.keys.is_empty() {
+            return Err("`jwks` holds no key".into());
+        }
+        set.keys
+            .iter()
+            .map(|jwk| {
+                let algorithm = match jwk.common.key_algorithm {
+                    Some(a) => format!("{a:?}"),
+                    None => self.algorithm.clone(),
+                };
+                let one = TrustedKey {
+                    issuer: self.issuer.clone(),
+                    algorithm,
+                    kid: jwk.common.key_id.clone().or_else(|| self.kid.clone()),
+                    secret: None,
+                    public_key: None,
+                    jwk: Some(serde_json::to_string(jwk).map_err(|e| e.to_string())?),
+                    jwks: None,
+                };
+                one.verifier()
+            })
+            .collect()
+    }
+
     /// Parse the key material; the message names what is wrong.
     pub fn verifier(&self) -> Result<Verifier, String> {
         let algorithm = match self.algorithm.as_str() {
@@ -66,7 +101,9 @@ impl TrustedKey {
             (Algorithm::HS256, Some(s), None, None) => {
                 DecodingKey::from_base64_secret(s).map_err(|e| format!("`secret` is not base64: {e}"))?
             }
-            (Algorithm::HS256, _, _, _) => return Err("an HS256 key needs `secret` (base64) and nothing else".into()),
+            (Algorithm::HS256, _, _, _) => {
+                return Err("an HS256 key needs `secret` (base64) and nothing else".into());
+            }
             (_, Some(_), _, _) => return Err(format!("a {} key takes `public_key` or `jwk`, not `secret`", self.algorithm)),
             (alg, None, Some(pem), None) => {
                 let bytes = pem.as_bytes();
@@ -86,7 +123,14 @@ impl TrustedKey {
         let fingerprint = {
             use sha2::Digest as _;
             let mut h = sha2::Sha256::new();
-            for part in [&self.issuer, &self.algorithm, self.kid.as_deref().unwrap_or(""), self.secret.as_deref().unwrap_or(""), self.public_key.as_deref().unwrap_or(""), self.jwk.as_deref().unwrap_or("")] {
+            for part in [
+                self.issuer.as_str(),
+                self.algorithm.as_str(),
+                self.kid.as_deref().unwrap_or(""),
+                self.secret.as_deref().unwrap_or(""),
+                self.public_key.as_deref().unwrap_or(""),
+                self.jwk.as_deref().unwrap_or(""),
+            ] {
                 h.update((part.len() as u64).to_le_bytes());
                 h.update(part.as_bytes());
             }

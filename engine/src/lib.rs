@@ -18,11 +18,13 @@ pub mod error;
 pub mod jwt;
 pub mod lockout;
 pub mod normalise;
+pub mod oauth;
 pub mod synthetic;
 pub mod manifest;
 pub mod outcome;
 pub mod request;
 pub mod store;
+pub mod transfer;
 mod timefmt;
 
 pub use bundle::{Bundle, BundleInfo};

@@ -27,6 +27,76 @@ pub struct Manifest {
     /// Who is told about which (pathway, stage), and when to alert.
     #[serde(default)]
     pub escalation: Vec<EscalationRule>,
+    /// OAuth access tokens: trusted issuers, audience, scope hierarchy.
+    #[serde(default)]
+    pub oauth: OauthSection,
+    /// Where regions are: region name → country code (or `EPO`).
+    #[serde(default)]
+    pub residency: ResidencySection,
+    /// Cross-border transfers: known recipients.
+    #[serde(default)]
+    pub transfer: TransferSection,
+}
+
+/// `[oauth]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OauthSection {
+    /// The `aud` access tokens must carry.
+    pub audience: String,
+    /// Allowed clock skew ("60s"; at most 5m).
+    #[serde(with = "duration")]
+    pub leeway: Duration,
+    /// The claim holding scopes: a space-separated string or an array
+    /// (`scope`, or `scp`).
+    pub scope_claim: String,
+    /// Trusted issuers and their keys (PEM, JWK or JWKS).
+    pub issuers: Vec<crate::jwt::TrustedKey>,
+    /// Scope hierarchy: a scope → the scopes it includes (expanded
+    /// transitively before policies see them).
+    pub scopes: BTreeMap<String, Vec<String>>,
+}
+
+impl Default for OauthSection {
+    fn default() -> Self {
+        OauthSection {
+            audience: String::new(),
+            leeway: Duration::from_secs(60),
+            scope_claim: "scope".into(),
+            issuers: Vec::new(),
+            scopes: BTreeMap::new(),
+        }
+    }
+}
+
+/// `[residency]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResidencySection {
+    /// Region or endpoint name → ISO 3166 alpha-2 country code, or the code
+    /// of an international organisation in the adequacy data (`EPO`).
+    pub regions: BTreeMap<String, String>,
+}
+
+/// `[transfer]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TransferSection {
+    /// Recipients a request may name (`context.recipient`).
+    pub recipients: BTreeMap<String, Recipient>,
+    /// Adequacy data older than this date (YYYY-MM-DD) is stale: review it.
+    pub adequacy_review_after: Option<String>,
+}
+
+/// A known recipient of transfers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recipient {
+    /// Country code where it processes the data.
+    pub country: String,
+    /// Certified under the EU–US Data Privacy Framework.
+    #[serde(default)]
+    pub dpf_certified: bool,
 }
 
 /// Deserialise a section as the defaults with the given keys laid over them
@@ -369,12 +439,29 @@ impl Manifest {
             Location::at_offset(file, text, off)
         };
         for (i, key) in self.synthetic.issuers.iter().enumerate() {
-            if let Err(e) = key.verifier() {
+            if let Err(e) = key.verifiers() {
                 return Err(BundleProblem::at(
                     ProblemKind::Manifest,
                     at(&key.issuer),
                     format!("synthetic.issuers[{i}] (`{}`): {e}", key.issuer),
                 ));
+            }
+        }
+        for (i, key) in self.oauth.issuers.iter().enumerate() {
+            if let Err(e) = key.verifiers() {
+                return Err(BundleProblem::at(
+                    ProblemKind::Manifest,
+                    at(&key.issuer),
+                    format!("oauth.issuers[{i}] (`{}`): {e}", key.issuer),
+                ));
+            }
+        }
+        if self.oauth.leeway > Duration::from_secs(300) {
+            return Err(BundleProblem::at(ProblemKind::Manifest, at("leeway"), "oauth.leeway is over the bound of 5m (clock skew, not a grace period)"));
+        }
+        for (name, r) in &self.transfer.recipients {
+            if r.country.len() < 2 {
+                return Err(BundleProblem::at(ProblemKind::Manifest, at(name), format!("transfer.recipients.{name}: country `{}` is not a code like `US`", r.country)));
             }
         }
         for (name, m) in &self.modules {

@@ -99,6 +99,10 @@ pub struct RequestContext {
     /// Declared legal basis for a cross-border transfer (`scc`, `bcr` …).
     #[serde(default)]
     pub legal_basis: Option<String>,
+    /// Recipient of a transfer, by its id in the manifest's
+    /// `[transfer.recipients]`.
+    #[serde(default)]
+    pub recipient: Option<String>,
     /// Data-sync flow id, for field minimisation.
     #[serde(default)]
     pub flow: Option<String>,
