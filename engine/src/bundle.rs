@@ -119,6 +119,8 @@ pub enum RetryAfter {
     Seconds(u64),
     /// Until the lockout window of the principal ends.
     Lockout,
+    /// Until the rate bucket has a token again.
+    Rate,
 }
 
 /// What the engine reads from one policy's annotations, once at load.
@@ -403,13 +405,14 @@ impl Bundle {
                 let retry_after = match policy.annotation("retry_after") {
                     None => None,
                     Some("lockout") => Some(RetryAfter::Lockout),
+                    Some("rate") => Some(RetryAfter::Rate),
                     Some(v) => match v.parse::<u64>() {
                         Ok(n) => Some(RetryAfter::Seconds(n)),
                         Err(_) => {
                             problems.push(BundleProblem::at(
                                 ProblemKind::PolicyParse,
                                 at("@retry_after"),
-                                format!("`@retry_after(\"{v}\")` is neither a number of seconds nor \"lockout\""),
+                                format!("`@retry_after(\"{v}\")` is not a number of seconds, \"lockout\" or \"rate\""),
                             ));
                             continue;
                         }

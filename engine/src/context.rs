@@ -49,6 +49,12 @@ pub struct Facts {
     pub token: crate::oauth::TokenFacts,
     /// The transfer.
     pub transfer: crate::transfer::TransferFacts,
+    /// Rate bucket.
+    pub bucket: crate::rate::BucketFacts,
+    /// Scraping shape.
+    pub scrape: crate::rate::ScrapeFacts,
+    /// Model-extraction shape.
+    pub inference: crate::rate::InferFacts,
 }
 
 impl Facts {
@@ -62,6 +68,9 @@ impl Facts {
             record: normalise::Record::default(),
             token: Default::default(),
             transfer: Default::default(),
+            bucket: Default::default(),
+            scrape: Default::default(),
+            inference: Default::default(),
         }
     }
 
@@ -111,6 +120,19 @@ impl Facts {
                 "allowed": self.transfer.allowed,
                 "recipient": self.transfer.recipient,
                 "adequacy_as_of": self.transfer.adequacy_as_of,
+            },
+            "rate": {
+                "class": self.bucket.class,
+                "remaining": self.bucket.remaining,
+                "exhausted": self.bucket.exhausted,
+                "distinct_records": self.scrape.distinct_records,
+                "walk_length": self.scrape.walk_length,
+            },
+            "inference": {
+                "queries": self.inference.queries,
+                "distinct_inputs": self.inference.distinct_inputs,
+                "probes": self.inference.probes,
+                "probe_ratio": self.inference.probe_ratio,
             },
         })
     }
@@ -202,6 +224,27 @@ pub fn build(req: &Request, facts: &Facts) -> Result<Vec<(String, Rx)>, String> 
             ("mechanism", Rx::new_string(x.mechanism.clone())),
             ("allowed", Rx::new_bool(x.allowed)),
             ("recipient", Rx::new_string(x.recipient.clone())),
+        ])?,
+    ));
+    let (b, sc) = (&facts.bucket, &facts.scrape);
+    pairs.push((
+        "rate".to_string(),
+        record(vec![
+            ("class", Rx::new_string(b.class.clone())),
+            ("remaining", Rx::new_long(b.remaining)),
+            ("exhausted", Rx::new_bool(b.exhausted)),
+            ("distinct_records", Rx::new_long(sc.distinct_records)),
+            ("walk_length", Rx::new_long(sc.walk_length)),
+        ])?,
+    ));
+    let i = &facts.inference;
+    pairs.push((
+        "inference".to_string(),
+        record(vec![
+            ("queries", Rx::new_long(i.queries)),
+            ("distinct_inputs", Rx::new_long(i.distinct_inputs)),
+            ("probes", Rx::new_long(i.probes)),
+            ("probe_ratio", Rx::new_long(i.probe_ratio)),
         ])?,
     ));
     Ok(pairs)

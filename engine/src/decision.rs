@@ -178,6 +178,25 @@ fn digest(text: &str) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
 }
 
+/// One piece of state a request reads (and may write).
+#[derive(Debug, Clone, Copy)]
+enum Slot {
+    Lock(lockout::KeyKind),
+    Bucket,
+    Scrape,
+    Infer,
+}
+
+/// What a slot's step saw, for the context.
+#[derive(Debug, Clone)]
+enum Observed {
+    None,
+    Lock(lockout::KeyState),
+    Bucket(crate::rate::BucketFacts),
+    Scrape(crate::rate::ScrapeFacts),
+    Infer(crate::rate::InferFacts),
+}
+
 /// A request qualified into the bundle's namespace.
 struct Qualified {
     principal: EntityUid,
@@ -227,34 +246,54 @@ impl Bundle {
             Err(e) => return Decision::invalid(e, request_text),
         };
         let token = crate::oauth::derive(&self.manifest.oauth, &self.oauth_keys, req.context.token.as_deref(), now);
-        let mut facts = Facts { now, pathway, synthetic: provenance, keys: Vec::new(), record, token, transfer };
+        let mut facts = Facts { pathway, synthetic: provenance, record, token, transfer, ..Facts::empty(now) };
 
-        // State: one batched read; on an event, one batched compare-and-set
-        // per round, retried from the conflicting entries only.
-        let keys = lockout::keys(&self.info.namespace, pathway, req);
-        let names: Vec<String> = keys.iter().map(|(_, k)| k.clone()).collect();
+        // State: one batched read of every key the request needs; then one
+        // batched compare-and-set per round, retried from the conflicting
+        // entries only (a written slot is never applied twice).
+        let ns = &self.info.namespace;
+        let principal = format!("{}:{}", req.principal.kind, normalise::account_id(&req.principal.id));
+        let mut slots: Vec<(Slot, String)> =
+            lockout::keys(ns, pathway, req).into_iter().map(|(k, key)| (Slot::Lock(k), key)).collect();
+        let rate = &self.manifest.rate;
+        if let Some((name, _)) = crate::rate::class_of(rate, &req.action) {
+            slots.push((Slot::Bucket, format!("rl1:{}:{ns}:{name}:{principal}", pathway.as_str())));
+        }
+        if crate::rate::scraped_record(&rate.scraping, req) {
+            slots.push((Slot::Scrape, format!("sc1:{ns}:{principal}")));
+        }
+        if req.event.is_none() && rate.extraction.actions.iter().any(|a| a == &req.action) {
+            slots.push((Slot::Infer, format!("ex1:{ns}:{principal}|{}:{}", req.resource.kind, req.resource.id)));
+        }
+        let names: Vec<String> = slots.iter().map(|(_, k)| k.clone()).collect();
         let mut entries = match store.get(&names) {
             Ok(e) if e.len() == names.len() => e,
             Ok(e) => return self.store_fault(req, &q, facts, request_text, format!("store answered {} entries for {} keys", e.len(), names.len())),
             Err(e) => return self.store_fault(req, &q, facts, request_text, format!("store read failed: {e}")),
         };
-        let mut pending: Vec<bool> = vec![req.event.is_some(); keys.len()];
-        let mut records: Vec<Record> = Vec::with_capacity(keys.len());
+        let mut pending = vec![true; slots.len()];
+        let mut observed: Vec<Observed> = vec![Observed::None; slots.len()];
         for round in 0..=CAS_RETRIES {
-            records.clear();
             let mut writes = Vec::new();
-            let mut slots = Vec::new();
-            for (i, ((kind, _), entry)) in keys.iter().zip(&entries).enumerate() {
-                let current = Record::at(entry, cfg, now);
-                if pending.get(i).copied().unwrap_or(false) {
-                    let next = current.apply(req.event, cfg.ladder(*kind), cfg, now);
-                    if let Some(w) = lockout::write(entry, &current, &next) {
+            let mut at = Vec::new();
+            for (i, ((slot, _), entry)) in slots.iter().zip(&entries).enumerate() {
+                if !pending.get(i).copied().unwrap_or(false) {
+                    continue;
+                }
+                let (write, seen) = self.step(*slot, req, entry, cfg, now);
+                if let Some(o) = observed.get_mut(i) {
+                    *o = seen;
+                }
+                match write {
+                    Some(w) => {
                         writes.push(w);
-                        slots.push(i);
+                        at.push(i);
                     }
-                    records.push(next);
-                } else {
-                    records.push(current);
+                    None => {
+                        if let Some(p) = pending.get_mut(i) {
+                            *p = false;
+                        }
+                    }
                 }
             }
             if writes.is_empty() {
@@ -268,8 +307,8 @@ impl Bundle {
                 Ok(r) => return self.store_fault(req, &q, facts, request_text, format!("store answered {} results for {} writes", r.len(), writes.len())),
                 Err(e) => return self.store_fault(req, &q, facts, request_text, format!("store write failed: {e}")),
             };
-            for ((slot, write), result) in slots.into_iter().zip(writes).zip(results) {
-                let (Some(entry), Some(flag)) = (entries.get_mut(slot), pending.get_mut(slot)) else { continue };
+            for ((i, write), result) in at.into_iter().zip(writes).zip(results) {
+                let (Some(entry), Some(flag)) = (entries.get_mut(i), pending.get_mut(i)) else { continue };
                 match result {
                     WriteResult::Written(version) => {
                         *entry = Entry { key: write.key, value: write.value, version };
@@ -278,13 +317,16 @@ impl Bundle {
                     WriteResult::Conflict(current) => *entry = current,
                 }
             }
-            if !pending.iter().any(|p| *p) {
-                // Everything written: the records are what the store holds.
-                records = keys.iter().zip(&entries).map(|(_, e)| Record::at(e, cfg, now)).collect();
-                break;
+        }
+        for ((slot, _), seen) in slots.iter().zip(observed) {
+            match (slot, seen) {
+                (Slot::Lock(kind), Observed::Lock(state)) => facts.keys.push((*kind, state)),
+                (Slot::Bucket, Observed::Bucket(b)) => facts.bucket = b,
+                (Slot::Scrape, Observed::Scrape(sc)) => facts.scrape = sc,
+                (Slot::Infer, Observed::Infer(i)) => facts.inference = i,
+                _ => {}
             }
         }
-        facts.keys = keys.iter().zip(&records).map(|((kind, _), r)| (*kind, r.state(cfg.ladder(*kind), cfg, now))).collect();
         self.evaluate(req, &q, &facts, request_text)
     }
 
@@ -310,6 +352,35 @@ impl Bundle {
             Context::from_pairs(context::build(&req, &facts)?).map_err(|e| e.to_string())?;
         cedar_policy::Request::new(q.principal, q.action, q.resource, context, None)
             .map_err(|e| e.to_string())
+    }
+
+    /// Advance one slot from its current entry: the write (if any) and
+    /// what the request sees.
+    fn step(&self, slot: Slot, req: &Request, entry: &Entry, cfg: &crate::manifest::PathwayLockout, now: i64) -> (Option<crate::store::Write>, Observed) {
+        let rate = &self.manifest.rate;
+        match slot {
+            Slot::Lock(kind) => {
+                let current = Record::at(entry, cfg, now);
+                let next = current.apply(req.event, cfg.ladder(kind), cfg, now);
+                let state = next.state(cfg.ladder(kind), cfg, now);
+                (lockout::write(entry, &current, &next), Observed::Lock(state))
+            }
+            Slot::Bucket => match crate::rate::class_of(rate, &req.action) {
+                Some((name, class)) => {
+                    let (w, f) = crate::rate::bucket_step(name, class, entry, now, req.event.is_none());
+                    (w, Observed::Bucket(f))
+                }
+                None => (None, Observed::None),
+            },
+            Slot::Scrape => {
+                let (w, f) = crate::rate::scrape_step(&rate.scraping, entry, &req.resource.id, now);
+                (w, Observed::Scrape(f))
+            }
+            Slot::Infer => {
+                let (w, f) = crate::rate::infer_step(&rate.extraction, entry, req.body.as_deref().unwrap_or(""), now);
+                (w, Observed::Infer(f))
+            }
+        }
     }
 
     fn qualify(&self, req: &Request) -> Result<Qualified, RequestError> {
@@ -491,12 +562,17 @@ impl Bundle {
         // Escalation and retry advice come from the most severe policies first.
         let mut ranked: Vec<_> = ids.iter().filter_map(|id| self.meta.get(*id)).collect();
         ranked.sort_by_key(|m| std::cmp::Reverse(m.outcome));
-        let escalation = ranked.iter().find_map(|m| m.escalate.clone());
+        // `{resource}` / `{principal}` in @escalate name the subject (e.g. the model).
+        let escalation = ranked
+            .iter()
+            .find_map(|m| m.escalate.clone())
+            .map(|e| e.replace("{resource}", &req.resource.id).replace("{principal}", &req.principal.id));
         let retry_after = ranked.iter().find_map(|m| m.retry_after).map(|r| match r {
             RetryAfter::Seconds(s) => s,
             // Until the most constraining key eases: its lock ends, or
             // enough failures leave the window.
             RetryAfter::Lockout => facts.keys.iter().filter_map(|(_, k)| k.retry_after).max().unwrap_or(0).max(0) as u64,
+            RetryAfter::Rate => facts.bucket.retry_after.max(0) as u64,
         });
         self.finish(
             req,

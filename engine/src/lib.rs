@@ -22,6 +22,7 @@ pub mod oauth;
 pub mod synthetic;
 pub mod manifest;
 pub mod outcome;
+pub mod rate;
 pub mod request;
 pub mod store;
 pub mod transfer;

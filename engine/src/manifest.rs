@@ -36,6 +36,9 @@ pub struct Manifest {
     /// Cross-border transfers: known recipients.
     #[serde(default)]
     pub transfer: TransferSection,
+    /// Rate limits, scraping and model-extraction detection.
+    #[serde(default)]
+    pub rate: crate::rate::RateSection,
 }
 
 /// `[oauth]`.
