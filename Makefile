@@ -36,6 +36,7 @@ test: build
 	$(CARGO) test --release --workspace --exclude portcullis-guest
 	$(PORTCULLIS) check policies
 	$(PORTCULLIS) --engine native check policies
+	$(MAKE) test-node test-python
 
 lint: guest
 	$(CARGO) fmt --all -- --check
@@ -47,3 +48,43 @@ bench: build
 
 clean:
 	$(CARGO) clean
+
+# ---------------------------------------------------------------------------
+# Node and Python bindings of the same guest component, and the edge-worker
+# example (issue 9). Each target installs what it needs into local folders:
+# bindings/node/node_modules (npm ci, committed lock) and .venv (python3 -m venv).
+#   make test-node       node:test: shared cases vs native, API, examples, edge worker
+#   make test-python     pytest: shared cases vs native (both crossing paths), API, examples
+#   make bench-bindings  decide per call and first load: Node, Python, Rust host
+NODE_BINDING := bindings/node
+PY_BINDING := bindings/python
+VENV := .venv
+VENV_PY := $(VENV)/bin/python
+
+.PHONY: bindings-node bindings-python test-node test-python bench-bindings
+
+$(NODE_BINDING)/node_modules/.installed: $(NODE_BINDING)/package.json $(NODE_BINDING)/package-lock.json
+	cd $(NODE_BINDING) && npm ci --no-audit --no-fund
+	touch $@
+
+bindings-node: build $(NODE_BINDING)/node_modules/.installed
+	cd $(NODE_BINDING) && node scripts/build.mjs
+	for d in examples/node examples/edge-worker; do mkdir -p $$d/node_modules && ln -sfn ../../../$(NODE_BINDING) $$d/node_modules/portcullis; done
+
+test-node: bindings-node
+	node --test $(NODE_BINDING)/test/*.test.mjs examples/edge-worker/*.test.mjs
+
+$(VENV)/.installed: $(PY_BINDING)/requirements-dev.txt
+	test -x $(VENV_PY) || python3 -m venv $(VENV)
+	$(VENV_PY) -m pip install --quiet --disable-pip-version-check -r $(PY_BINDING)/requirements-dev.txt
+	touch $@
+
+bindings-python: build $(VENV)/.installed
+	cp $(GUEST_WASM) $(PY_BINDING)/src/portcullis/portcullis_guest.wasm
+	$(VENV_PY) -m pip install --quiet --disable-pip-version-check --no-deps --force-reinstall ./$(PY_BINDING)
+
+test-python: bindings-python
+	cd $(PY_BINDING) && ../../$(VENV_PY) -m pytest -q tests
+
+bench-bindings: bindings-node bindings-python
+	bash scripts/bindings-bench.sh
