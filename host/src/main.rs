@@ -24,7 +24,7 @@ REQUEST FORMAT (JSON, the same in every host):
                \"destination_region\": \"us-east\", \"token\": \"<JWT>\",
                \"mtls\": {\"verified\": true, \"san\": \"spiffe://crm/etl\"},
                \"synthetic\": {\"marker\": true, \"provenance\": \"<JWT>\"},
-               \"record\": {\"Synthetic__c\": true}, \"fields\": [\"Email\"], \"legal_basis\": \"scc\", \"flow\": \"nightly-sync\"},
+               \"record\": {\"Synthetic__c\": true}, \"fields\": [\"Email\"], \"legal_basis\": \"scc\", \"recipient\": \"acme-analytics\", \"flow\": \"nightly-sync\"},
    \"body\": \"optional text\", \"now\": \"2026-11-22T10:00:00Z\"}
   An observed event is the same shape with \"event\": \"auth_failure\" or \"auth_success\".
   Types and actions are named without the bundle namespace. Unknown or ill-typed
@@ -36,6 +36,7 @@ BUNDLE LAYOUT (a directory):
   *.cedar                policies, each with @id and optionally @outcome, @reason,
                          @escalate, @retry_after
   entities.json          static entities (roles, apps …)
+  adequacy.json          EU adequacy list with its date (transfers)
   tests/**/*.yaml        cases: a request (or steps) and the expected outcome
 
 EXIT CODES: 0 allowed / all cases passed, 1 not allowed / a case failed, 2 error.";
