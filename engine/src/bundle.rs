@@ -160,6 +160,12 @@ pub struct Bundle {
     pub(crate) oauth_keys: Vec<crate::jwt::Verifier>,
     /// The adequacy list (`adequacy.json`), empty when absent.
     pub(crate) adequacy: crate::transfer::Adequacy,
+    /// Per action, only the policies whose action scope can match it. Cedar
+    /// evaluates every policy it is given; a policy whose scope excludes the
+    /// action cannot be satisfied (nor err), so the decision is the same
+    /// and cost follows the policies of one action, not the whole bundle.
+    /// Empty when the schema has action groups (then the whole set is used).
+    pub(crate) by_action: HashMap<String, PolicySet>,
 }
 
 /// An action and what it applies to.
@@ -487,6 +493,7 @@ impl Bundle {
         let synthetic_keys: Vec<crate::jwt::Verifier> = manifest.synthetic.issuers.iter().filter_map(|k| k.verifiers().ok()).flatten().collect();
         let oauth_keys: Vec<crate::jwt::Verifier> = manifest.oauth.issuers.iter().filter_map(|k| k.verifiers().ok()).flatten().collect();
 
+        let by_action = index_by_action(&schema, &policies, &actions);
         let adequacy = match adequacy_file {
             None => crate::transfer::Adequacy::default(),
             Some((name, text)) => crate::transfer::Adequacy::parse(text).unwrap_or_else(|e| {
@@ -541,6 +548,7 @@ impl Bundle {
             synthetic_keys,
             oauth_keys,
             adequacy,
+            by_action,
         })
     }
 
@@ -565,6 +573,31 @@ impl Bundle {
     pub fn cedar_parts(&self) -> (&PolicySet, &Entities) {
         (&self.policies, &self.entities)
     }
+}
+
+/// The policies each action can match (see `Bundle::by_action`).
+fn index_by_action(schema: &Schema, policies: &PolicySet, actions: &HashMap<String, ActionInfo>) -> HashMap<String, PolicySet> {
+    use cedar_policy::ActionConstraint;
+    if schema.action_groups().next().is_some() {
+        return HashMap::new();
+    }
+    let mut out = HashMap::new();
+    for (name, info) in actions {
+        let mut set = PolicySet::new();
+        for p in policies.policies() {
+            let applies = match p.action_constraint() {
+                ActionConstraint::Eq(a) => a == info.uid,
+                ActionConstraint::In(list) => list.contains(&info.uid),
+                _ => true,
+            };
+            if applies && set.add(p.clone()).is_err() {
+                // Cannot happen (ids are unique); fall back to the whole set.
+                return HashMap::new();
+            }
+        }
+        out.insert(name.clone(), set);
+    }
+    out
 }
 
 /// Entity types and actions of the bundle namespace, by request name; and a

@@ -501,7 +501,8 @@ impl Bundle {
                 );
             }
         };
-        let response = Authorizer::new().is_authorized(&request, &self.policies, &self.entities);
+        let set = self.by_action.get(&req.action).unwrap_or(&self.policies);
+        let response = Authorizer::new().is_authorized(&request, set, &self.entities);
         let errors: Vec<String> = response
             .diagnostics()
             .errors()
