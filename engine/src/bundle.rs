@@ -92,12 +92,18 @@ impl Packed {
     /// Read a packed document and load it, checking format and hash.
     pub fn load(text: &str) -> Result<Bundle, Vec<BundleProblem>> {
         let packed: Packed = serde_json::from_str(text).map_err(|e| {
-            vec![BundleProblem::new(ProblemKind::MissingFile, format!("not a packed bundle: {e}"))]
+            vec![BundleProblem::new(
+                ProblemKind::MissingFile,
+                format!("not a packed bundle: {e}"),
+            )]
         })?;
         if packed.format != PACKED_FORMAT {
             return Err(vec![BundleProblem::new(
                 ProblemKind::MissingFile,
-                format!("packed format `{}` (expected `{PACKED_FORMAT}`)", packed.format),
+                format!(
+                    "packed format `{}` (expected `{PACKED_FORMAT}`)",
+                    packed.format
+                ),
             )]);
         }
         let files: Vec<(String, String)> = packed.files.into_iter().collect();
@@ -105,7 +111,10 @@ impl Packed {
         if bundle.info.hash != packed.hash {
             return Err(vec![BundleProblem::new(
                 ProblemKind::MissingFile,
-                format!("packed hash `{}` does not match the files (`{}`): the bundle was altered", packed.hash, bundle.info.hash),
+                format!(
+                    "packed hash `{}` does not match the files (`{}`): the bundle was altered",
+                    packed.hash, bundle.info.hash
+                ),
             )]);
         }
         Ok(bundle)
@@ -490,14 +499,30 @@ impl Bundle {
                 ));
             }
         }
-        let synthetic_keys: Vec<crate::jwt::Verifier> = manifest.synthetic.issuers.iter().filter_map(|k| k.verifiers().ok()).flatten().collect();
-        let oauth_keys: Vec<crate::jwt::Verifier> = manifest.oauth.issuers.iter().filter_map(|k| k.verifiers().ok()).flatten().collect();
+        let synthetic_keys: Vec<crate::jwt::Verifier> = manifest
+            .synthetic
+            .issuers
+            .iter()
+            .filter_map(|k| k.verifiers().ok())
+            .flatten()
+            .collect();
+        let oauth_keys: Vec<crate::jwt::Verifier> = manifest
+            .oauth
+            .issuers
+            .iter()
+            .filter_map(|k| k.verifiers().ok())
+            .flatten()
+            .collect();
 
         let by_action = index_by_action(&schema, &policies, &actions);
         let adequacy = match adequacy_file {
             None => crate::transfer::Adequacy::default(),
             Some((name, text)) => crate::transfer::Adequacy::parse(text).unwrap_or_else(|e| {
-                problems.push(BundleProblem::at(ProblemKind::Manifest, Location::file(name), e));
+                problems.push(BundleProblem::at(
+                    ProblemKind::Manifest,
+                    Location::file(name),
+                    e,
+                ));
                 crate::transfer::Adequacy::default()
             }),
         };
@@ -576,7 +601,11 @@ impl Bundle {
 }
 
 /// The policies each action can match (see `Bundle::by_action`).
-fn index_by_action(schema: &Schema, policies: &PolicySet, actions: &HashMap<String, ActionInfo>) -> HashMap<String, PolicySet> {
+fn index_by_action(
+    schema: &Schema,
+    policies: &PolicySet,
+    actions: &HashMap<String, ActionInfo>,
+) -> HashMap<String, PolicySet> {
     use cedar_policy::ActionConstraint;
     if schema.action_groups().next().is_some() {
         return HashMap::new();

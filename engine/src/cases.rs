@@ -412,7 +412,10 @@ fn check(step: usize, e: &Expect, decision: &str, failures: &mut Vec<Failure>) {
     if let Some(want) = &e.facts
         && !subset(want, &d["audit"]["facts"])
     {
-        fail(format!("expected facts {want}, got {}", d["audit"]["facts"]));
+        fail(format!(
+            "expected facts {want}, got {}",
+            d["audit"]["facts"]
+        ));
     }
     if let Some(f) = &e.error_field
         && d["error"]["field"].as_str() != Some(f)
@@ -466,7 +469,9 @@ pub fn check_decision(step: usize, expect: &Expect, decision: &str) -> Vec<Failu
 /// matching) value.
 fn subset(want: &Value, got: &Value) -> bool {
     match (want, got) {
-        (Value::Object(w), Value::Object(g)) => w.iter().all(|(k, v)| g.get(k).is_some_and(|gv| subset(v, gv))),
+        (Value::Object(w), Value::Object(g)) => w
+            .iter()
+            .all(|(k, v)| g.get(k).is_some_and(|gv| subset(v, gv))),
         _ => want == got,
     }
 }

@@ -55,6 +55,8 @@ pub struct Facts {
     pub scrape: crate::rate::ScrapeFacts,
     /// Model-extraction shape.
     pub inference: crate::rate::InferFacts,
+    /// Just-in-time access.
+    pub jit: crate::jit::JitFacts,
 }
 
 impl Facts {
@@ -63,7 +65,13 @@ impl Facts {
         Facts {
             now,
             pathway: Pathway::Authentic,
-            synthetic: Provenance { status: Status::None, failure: None, issuer: None, dataset: None, generator: None },
+            synthetic: Provenance {
+                status: Status::None,
+                failure: None,
+                issuer: None,
+                dataset: None,
+                generator: None,
+            },
             keys: Vec::new(),
             record: normalise::Record::default(),
             token: Default::default(),
@@ -71,18 +79,27 @@ impl Facts {
             bucket: Default::default(),
             scrape: Default::default(),
             inference: Default::default(),
+            jit: Default::default(),
         }
     }
 
     /// The state of one key (all zero when the request lacks it).
     pub fn key(&self, kind: KeyKind) -> KeyState {
-        self.keys.iter().find(|(k, _)| *k == kind).map(|(_, s)| *s).unwrap_or_default()
+        self.keys
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map(|(_, s)| *s)
+            .unwrap_or_default()
     }
 
     /// The key that leads the top-level `lockout.*`: the (account, address)
     /// pair when the request has an address, else the account.
     pub fn leading(&self) -> KeyState {
-        if self.keys.iter().any(|(k, _)| *k == KeyKind::AccountIp) { self.key(KeyKind::AccountIp) } else { self.key(KeyKind::Account) }
+        if self.keys.iter().any(|(k, _)| *k == KeyKind::AccountIp) {
+            self.key(KeyKind::AccountIp)
+        } else {
+            self.key(KeyKind::Account)
+        }
     }
 
     /// Derived facts as JSON, for the audit record: counts and statuses,
@@ -128,6 +145,14 @@ impl Facts {
                 "distinct_records": self.scrape.distinct_records,
                 "walk_length": self.scrape.walk_length,
             },
+            "jit": {
+                "phase": self.jit.phase,
+                "grant_id": self.jit.grant_id,
+                "role": self.jit.role,
+                "active": self.jit.active,
+                "expires": self.jit.expires,
+                "self_approval": self.jit.self_approval,
+            },
             "inference": {
                 "queries": self.inference.queries,
                 "distinct_inputs": self.inference.distinct_inputs,
@@ -142,10 +167,19 @@ impl Facts {
 pub fn build(req: &Request, facts: &Facts) -> Result<Vec<(String, Rx)>, String> {
     let c = &req.context;
     let mut pairs = vec![
-        ("event".to_string(), Rx::new_string(req.event.map(|e| e.as_str()).unwrap_or("none").to_string())),
-        ("pathway".to_string(), Rx::new_string(facts.pathway.as_str().to_string())),
+        (
+            "event".to_string(),
+            Rx::new_string(req.event.map(|e| e.as_str()).unwrap_or("none").to_string()),
+        ),
+        (
+            "pathway".to_string(),
+            Rx::new_string(facts.pathway.as_str().to_string()),
+        ),
         ("now".to_string(), Rx::new_long(facts.now)),
-        ("fields".to_string(), Rx::new_set(c.fields.iter().flatten().map(|f| Rx::new_string(f.clone())))),
+        (
+            "fields".to_string(),
+            Rx::new_set(c.fields.iter().flatten().map(|f| Rx::new_string(f.clone()))),
+        ),
     ];
     if let Some(ip) = &c.ip {
         pairs.push(("ip".to_string(), ip_expr(ip)));
@@ -164,7 +198,10 @@ pub fn build(req: &Request, facts: &Facts) -> Result<Vec<(String, Rx)>, String> 
     let mtls = c.mtls.clone().unwrap_or_default();
     pairs.push((
         "mtls".to_string(),
-        record(vec![("verified", Rx::new_bool(mtls.verified)), ("san", Rx::new_string(mtls.san.unwrap_or_default()))])?,
+        record(vec![
+            ("verified", Rx::new_bool(mtls.verified)),
+            ("san", Rx::new_string(mtls.san.unwrap_or_default())),
+        ])?,
     ));
     let s = &facts.synthetic;
     let text = |v: &Option<String>| Rx::new_string(v.clone().unwrap_or_default());
@@ -174,7 +211,10 @@ pub fn build(req: &Request, facts: &Facts) -> Result<Vec<(String, Rx)>, String> 
             ("claimed", Rx::new_bool(s.status != Status::None)),
             ("verified", Rx::new_bool(s.status == Status::Verified)),
             ("status", Rx::new_string(s.status.as_str().to_string())),
-            ("failure", Rx::new_string(s.failure.unwrap_or("").to_string())),
+            (
+                "failure",
+                Rx::new_string(s.failure.unwrap_or("").to_string()),
+            ),
             ("issuer", text(&s.issuer)),
             ("dataset", text(&s.dataset)),
             ("generator", text(&s.generator)),
@@ -191,7 +231,12 @@ pub fn build(req: &Request, facts: &Facts) -> Result<Vec<(String, Rx)>, String> 
     if let Some(b) = r.synthetic {
         rec.push(("synthetic", Rx::new_bool(b)));
     }
-    for (name, v) in [("owner", &r.owner), ("id", &r.id), ("object", &r.object), ("country", &r.country)] {
+    for (name, v) in [
+        ("owner", &r.owner),
+        ("id", &r.id),
+        ("object", &r.object),
+        ("country", &r.country),
+    ] {
         if let Some(v) = v {
             rec.push((name, Rx::new_string(v.clone())));
         }
@@ -207,7 +252,10 @@ pub fn build(req: &Request, facts: &Facts) -> Result<Vec<(String, Rx)>, String> 
             ("issuer", Rx::new_string(t.issuer.clone())),
             ("subject", Rx::new_string(t.subject.clone())),
             ("client_id", Rx::new_string(t.client_id.clone())),
-            ("scopes", Rx::new_set(t.scopes.iter().map(|s| Rx::new_string(s.clone())))),
+            (
+                "scopes",
+                Rx::new_set(t.scopes.iter().map(|s| Rx::new_string(s.clone()))),
+            ),
             ("expires", Rx::new_long(t.expires)),
         ])?,
     ));
@@ -245,6 +293,28 @@ pub fn build(req: &Request, facts: &Facts) -> Result<Vec<(String, Rx)>, String> 
             ("distinct_inputs", Rx::new_long(i.distinct_inputs)),
             ("probes", Rx::new_long(i.probes)),
             ("probe_ratio", Rx::new_long(i.probe_ratio)),
+        ])?,
+    ));
+    let j = &facts.jit;
+    pairs.push((
+        "jit".to_string(),
+        record(vec![
+            (
+                "phase",
+                Rx::new_string(if j.phase.is_empty() {
+                    "none".into()
+                } else {
+                    j.phase.clone()
+                }),
+            ),
+            ("grant_id", Rx::new_string(j.grant_id.clone())),
+            ("role", Rx::new_string(j.role.clone())),
+            ("found", Rx::new_bool(j.found)),
+            ("status", Rx::new_string(j.status.clone())),
+            ("self_approval", Rx::new_bool(j.self_approval)),
+            ("active", Rx::new_bool(j.active)),
+            ("expires", Rx::new_long(j.expires)),
+            ("duration", Rx::new_long(j.duration)),
         ])?,
     ));
     Ok(pairs)
@@ -294,9 +364,15 @@ fn record(fields: Vec<(&str, Rx)>) -> Result<Rx, String> {
 /// action of a bundle schema declares what the engine supplies.
 pub fn probe_context() -> Vec<(String, Rx)> {
     let req = Request {
-        principal: crate::request::EntityRef { kind: "P".into(), id: "p".into() },
+        principal: crate::request::EntityRef {
+            kind: "P".into(),
+            id: "p".into(),
+        },
         action: "a".into(),
-        resource: crate::request::EntityRef { kind: "R".into(), id: "r".into() },
+        resource: crate::request::EntityRef {
+            kind: "R".into(),
+            id: "r".into(),
+        },
         context: crate::request::RequestContext {
             ip: Some("192.0.2.1".into()),
             module: Some(String::new()),

@@ -7,14 +7,14 @@
 
 use crate::bundle::{Bundle, RetryAfter};
 use crate::context::{self, Facts, Pathway};
-use crate::lockout::{Record, Stage};
-use crate::synthetic;
 use crate::error::RequestError;
 use crate::lockout;
+use crate::lockout::{Record, Stage};
 use crate::normalise;
 use crate::outcome::Outcome;
 use crate::request::Request;
 use crate::store::{Entry, Store, WriteResult};
+use crate::synthetic;
 use crate::timefmt;
 use cedar_policy::{Authorizer, Context, Decision as CedarDecision, EntityId, EntityUid, PolicyId};
 use serde::{Deserialize, Serialize};
@@ -238,39 +238,120 @@ impl Bundle {
             Ok(r) => r,
             Err(e) => return Decision::invalid(e, request_text),
         };
-        let provenance = synthetic::derive(&self.manifest.synthetic, &self.synthetic_keys, req, &record, now);
-        let pathway = if provenance.status == synthetic::Status::Verified { Pathway::Synthetic } else { Pathway::Authentic };
+        let provenance = synthetic::derive(
+            &self.manifest.synthetic,
+            &self.synthetic_keys,
+            req,
+            &record,
+            now,
+        );
+        let pathway = if provenance.status == synthetic::Status::Verified {
+            Pathway::Synthetic
+        } else {
+            Pathway::Authentic
+        };
         let cfg = self.manifest.pathway(pathway);
         let transfer = match crate::transfer::derive(&self.manifest, &self.adequacy, req) {
             Ok(t) => t,
             Err(e) => return Decision::invalid(e, request_text),
         };
-        let token = crate::oauth::derive(&self.manifest.oauth, &self.oauth_keys, req.context.token.as_deref(), now);
-        let mut facts = Facts { pathway, synthetic: provenance, record, token, transfer, ..Facts::empty(now) };
+        let token = crate::oauth::derive(
+            &self.manifest.oauth,
+            &self.oauth_keys,
+            req.context.token.as_deref(),
+            now,
+        );
+        let mut facts = Facts {
+            pathway,
+            synthetic: provenance,
+            record,
+            token,
+            transfer,
+            ..Facts::empty(now)
+        };
 
         // State: one batched read of every key the request needs; then one
         // batched compare-and-set per round, retried from the conflicting
         // entries only (a written slot is never applied twice).
         let ns = &self.info.namespace;
-        let principal = format!("{}:{}", req.principal.kind, normalise::account_id(&req.principal.id));
-        let mut slots: Vec<(Slot, String)> =
-            lockout::keys(ns, pathway, req).into_iter().map(|(k, key)| (Slot::Lock(k), key)).collect();
+        let principal = format!(
+            "{}:{}",
+            req.principal.kind,
+            normalise::account_id(&req.principal.id)
+        );
+        let mut slots: Vec<(Slot, String)> = lockout::keys(ns, pathway, req)
+            .into_iter()
+            .map(|(k, key)| (Slot::Lock(k), key))
+            .collect();
         let rate = &self.manifest.rate;
         if let Some((name, _)) = crate::rate::class_of(rate, &req.action) {
-            slots.push((Slot::Bucket, format!("rl1:{}:{ns}:{name}:{principal}", pathway.as_str())));
+            slots.push((
+                Slot::Bucket,
+                format!("rl1:{}:{ns}:{name}:{principal}", pathway.as_str()),
+            ));
         }
         if crate::rate::scraped_record(&rate.scraping, req) {
             slots.push((Slot::Scrape, format!("sc1:{ns}:{principal}")));
         }
         if req.event.is_none() && rate.extraction.actions.iter().any(|a| a == &req.action) {
-            slots.push((Slot::Infer, format!("ex1:{ns}:{principal}|{}:{}", req.resource.kind, req.resource.id)));
+            slots.push((
+                Slot::Infer,
+                format!(
+                    "ex1:{ns}:{principal}|{}:{}",
+                    req.resource.kind, req.resource.id
+                ),
+            ));
         }
-        let names: Vec<String> = slots.iter().map(|(_, k)| k.clone()).collect();
+        // JIT keys ride in the same batched read; their writes wait for the decision.
+        let jit = match crate::jit::keys(&self.manifest.jit, ns, req, &principal) {
+            Ok(j) => j,
+            Err(e) => return Decision::invalid(e, request_text),
+        };
+        let mut names: Vec<String> = slots.iter().map(|(_, k)| k.clone()).collect();
+        names.extend(jit.iter().flat_map(|(_, keys)| keys.iter().cloned()));
         let mut entries = match store.get(&names) {
             Ok(e) if e.len() == names.len() => e,
-            Ok(e) => return self.store_fault(req, &q, facts, request_text, format!("store answered {} entries for {} keys", e.len(), names.len())),
-            Err(e) => return self.store_fault(req, &q, facts, request_text, format!("store read failed: {e}")),
+            Ok(e) => {
+                return self.store_fault(
+                    req,
+                    &q,
+                    facts,
+                    request_text,
+                    format!(
+                        "store answered {} entries for {} keys",
+                        e.len(),
+                        names.len()
+                    ),
+                );
+            }
+            Err(e) => {
+                return self.store_fault(
+                    req,
+                    &q,
+                    facts,
+                    request_text,
+                    format!("store read failed: {e}"),
+                );
+            }
         };
+        let jit_entries = entries.split_off(slots.len());
+        let mut jit_writes = Vec::new();
+        if let Some((phase, _)) = &jit {
+            match crate::jit::derive(
+                &self.manifest.jit,
+                phase,
+                &jit_entries,
+                req,
+                &principal,
+                now,
+            ) {
+                Ok((f, w)) => {
+                    facts.jit = f;
+                    jit_writes = w;
+                }
+                Err(e) => return Decision::invalid(e, request_text),
+            }
+        }
         let mut pending = vec![true; slots.len()];
         let mut observed: Vec<Observed> = vec![Observed::None; slots.len()];
         for round in 0..=CAS_RETRIES {
@@ -300,18 +381,52 @@ impl Bundle {
                 break;
             }
             if round == CAS_RETRIES {
-                return self.store_fault(req, &q, facts, request_text, format!("state kept changing: {CAS_RETRIES} compare-and-set conflicts in a row"));
+                return self.store_fault(
+                    req,
+                    &q,
+                    facts,
+                    request_text,
+                    format!(
+                        "state kept changing: {CAS_RETRIES} compare-and-set conflicts in a row"
+                    ),
+                );
             }
             let results = match store.compare_and_set(&writes) {
                 Ok(r) if r.len() == writes.len() => r,
-                Ok(r) => return self.store_fault(req, &q, facts, request_text, format!("store answered {} results for {} writes", r.len(), writes.len())),
-                Err(e) => return self.store_fault(req, &q, facts, request_text, format!("store write failed: {e}")),
+                Ok(r) => {
+                    return self.store_fault(
+                        req,
+                        &q,
+                        facts,
+                        request_text,
+                        format!(
+                            "store answered {} results for {} writes",
+                            r.len(),
+                            writes.len()
+                        ),
+                    );
+                }
+                Err(e) => {
+                    return self.store_fault(
+                        req,
+                        &q,
+                        facts,
+                        request_text,
+                        format!("store write failed: {e}"),
+                    );
+                }
             };
             for ((i, write), result) in at.into_iter().zip(writes).zip(results) {
-                let (Some(entry), Some(flag)) = (entries.get_mut(i), pending.get_mut(i)) else { continue };
+                let (Some(entry), Some(flag)) = (entries.get_mut(i), pending.get_mut(i)) else {
+                    continue;
+                };
                 match result {
                     WriteResult::Written(version) => {
-                        *entry = Entry { key: write.key, value: write.value, version };
+                        *entry = Entry {
+                            key: write.key,
+                            value: write.value,
+                            version,
+                        };
                         *flag = false;
                     }
                     WriteResult::Conflict(current) => *entry = current,
@@ -327,7 +442,32 @@ impl Bundle {
                 _ => {}
             }
         }
-        self.evaluate(req, &q, &facts, request_text)
+        let decision = self.evaluate(req, &q, &facts, request_text);
+        if decision.allowed && !jit_writes.is_empty() {
+            // A grant is created or approved only when the decision allows it.
+            match store.compare_and_set(&jit_writes) {
+                Ok(r) if r.iter().all(|w| matches!(w, WriteResult::Written(_))) => {}
+                Ok(_) => {
+                    return self.store_fault(
+                        req,
+                        &q,
+                        facts,
+                        request_text,
+                        "the grant changed concurrently; retry".into(),
+                    );
+                }
+                Err(e) => {
+                    return self.store_fault(
+                        req,
+                        &q,
+                        facts,
+                        request_text,
+                        format!("store write failed: {e}"),
+                    );
+                }
+            }
+        }
+        decision
     }
 
     /// The Cedar request the engine would evaluate for `request_text` with
@@ -356,18 +496,29 @@ impl Bundle {
 
     /// Advance one slot from its current entry: the write (if any) and
     /// what the request sees.
-    fn step(&self, slot: Slot, req: &Request, entry: &Entry, cfg: &crate::manifest::PathwayLockout, now: i64) -> (Option<crate::store::Write>, Observed) {
+    fn step(
+        &self,
+        slot: Slot,
+        req: &Request,
+        entry: &Entry,
+        cfg: &crate::manifest::PathwayLockout,
+        now: i64,
+    ) -> (Option<crate::store::Write>, Observed) {
         let rate = &self.manifest.rate;
         match slot {
             Slot::Lock(kind) => {
                 let current = Record::at(entry, cfg, now);
                 let next = current.apply(req.event, cfg.ladder(kind), cfg, now);
                 let state = next.state(cfg.ladder(kind), cfg, now);
-                (lockout::write(entry, &current, &next), Observed::Lock(state))
+                (
+                    lockout::write(entry, &current, &next),
+                    Observed::Lock(state),
+                )
             }
             Slot::Bucket => match crate::rate::class_of(rate, &req.action) {
                 Some((name, class)) => {
-                    let (w, f) = crate::rate::bucket_step(name, class, entry, now, req.event.is_none());
+                    let (w, f) =
+                        crate::rate::bucket_step(name, class, entry, now, req.event.is_none());
                     (w, Observed::Bucket(f))
                 }
                 None => (None, Observed::None),
@@ -377,7 +528,12 @@ impl Bundle {
                 (w, Observed::Scrape(f))
             }
             Slot::Infer => {
-                let (w, f) = crate::rate::infer_step(&rate.extraction, entry, req.body.as_deref().unwrap_or(""), now);
+                let (w, f) = crate::rate::infer_step(
+                    &rate.extraction,
+                    entry,
+                    req.body.as_deref().unwrap_or(""),
+                    now,
+                );
                 (w, Observed::Infer(f))
             }
         }
@@ -564,15 +720,21 @@ impl Bundle {
         let mut ranked: Vec<_> = ids.iter().filter_map(|id| self.meta.get(*id)).collect();
         ranked.sort_by_key(|m| std::cmp::Reverse(m.outcome));
         // `{resource}` / `{principal}` in @escalate name the subject (e.g. the model).
-        let escalation = ranked
-            .iter()
-            .find_map(|m| m.escalate.clone())
-            .map(|e| e.replace("{resource}", &req.resource.id).replace("{principal}", &req.principal.id));
+        let escalation = ranked.iter().find_map(|m| m.escalate.clone()).map(|e| {
+            e.replace("{resource}", &req.resource.id)
+                .replace("{principal}", &req.principal.id)
+        });
         let retry_after = ranked.iter().find_map(|m| m.retry_after).map(|r| match r {
             RetryAfter::Seconds(s) => s,
             // Until the most constraining key eases: its lock ends, or
             // enough failures leave the window.
-            RetryAfter::Lockout => facts.keys.iter().filter_map(|(_, k)| k.retry_after).max().unwrap_or(0).max(0) as u64,
+            RetryAfter::Lockout => facts
+                .keys
+                .iter()
+                .filter_map(|(_, k)| k.retry_after)
+                .max()
+                .unwrap_or(0)
+                .max(0) as u64,
             RetryAfter::Rate => facts.bucket.retry_after.max(0) as u64,
         });
         self.finish(
@@ -634,7 +796,12 @@ impl Bundle {
         let rule = if outcome.is_allowed() {
             None
         } else {
-            let key_stage = facts.keys.iter().map(|(_, k)| k.stage).max().unwrap_or(Stage::None);
+            let key_stage = facts
+                .keys
+                .iter()
+                .map(|(_, k)| k.stage)
+                .max()
+                .unwrap_or(Stage::None);
             self.manifest.escalation_for(pathway, key_stage.as_str())
         };
         let escalation = escalation.or_else(|| rule.map(|r| r.target.clone()));
@@ -700,7 +867,14 @@ impl Bundle {
         )
     }
 
-    fn store_fault(&self, req: &Request, q: &Qualified, facts: Facts, request_text: &str, message: String) -> Decision {
+    fn store_fault(
+        &self,
+        req: &Request,
+        q: &Qualified,
+        facts: Facts,
+        request_text: &str,
+        message: String,
+    ) -> Decision {
         self.conclude_fault(req, q, &facts, request_text, "store", message, None)
     }
 }

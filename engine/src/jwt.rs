@@ -52,18 +52,25 @@ pub struct Verifier {
 
 impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Verifier").field("issuer", &self.issuer).field("kid", &self.kid).field("algorithm", &self.algorithm).finish()
+        f.debug_struct("Verifier")
+            .field("issuer", &self.issuer)
+            .field("kid", &self.kid)
+            .field("algorithm", &self.algorithm)
+            .finish()
     }
 }
 
 impl TrustedKey {
     /// Every verifier this entry stands for (one, or one per JWKS key).
     pub fn verifiers(&self) -> Result<Vec<Verifier>, String> {
-        let Some(set) = &self.jwks else { return self.verifier().map(|v| vec![v]) };
+        let Some(set) = &self.jwks else {
+            return self.verifier().map(|v| vec![v]);
+        };
         if self.secret.is_some() || self.public_key.is_some() || self.jwk.is_some() {
             return Err("`jwks` stands alone: drop `secret`, `public_key` and `jwk`".into());
         }
-        let set: jsonwebtoken::jwk::JwkSet = serde_json::from_str(set).map_err(|e| format!("`jwks` is not a JWK Set: {e}"))?;
+        let set: jsonwebtoken::jwk::JwkSet =
+            serde_json::from_str(set).map_err(|e| format!("`jwks` is not a JWK Set: {e}"))?;
         if set.keys.is_empty() {
             return Err("`jwks` holds no key".into());
         }
@@ -95,16 +102,24 @@ impl TrustedKey {
             "RS256" => Algorithm::RS256,
             "ES256" => Algorithm::ES256,
             "EdDSA" => Algorithm::EdDSA,
-            other => return Err(format!("algorithm `{other}` is not supported (expected HS256, RS256, ES256 or EdDSA)")),
+            other => {
+                return Err(format!(
+                    "algorithm `{other}` is not supported (expected HS256, RS256, ES256 or EdDSA)"
+                ));
+            }
         };
         let key = match (algorithm, &self.secret, &self.public_key, &self.jwk) {
-            (Algorithm::HS256, Some(s), None, None) => {
-                DecodingKey::from_base64_secret(s).map_err(|e| format!("`secret` is not base64: {e}"))?
-            }
+            (Algorithm::HS256, Some(s), None, None) => DecodingKey::from_base64_secret(s)
+                .map_err(|e| format!("`secret` is not base64: {e}"))?,
             (Algorithm::HS256, _, _, _) => {
                 return Err("an HS256 key needs `secret` (base64) and nothing else".into());
             }
-            (_, Some(_), _, _) => return Err(format!("a {} key takes `public_key` or `jwk`, not `secret`", self.algorithm)),
+            (_, Some(_), _, _) => {
+                return Err(format!(
+                    "a {} key takes `public_key` or `jwk`, not `secret`",
+                    self.algorithm
+                ));
+            }
             (alg, None, Some(pem), None) => {
                 let bytes = pem.as_bytes();
                 match alg {
@@ -112,13 +127,24 @@ impl TrustedKey {
                     Algorithm::ES256 => DecodingKey::from_ec_pem(bytes),
                     _ => DecodingKey::from_ed_pem(bytes),
                 }
-                .map_err(|e| format!("`public_key` is not a {} PEM public key: {e}", self.algorithm))?
+                .map_err(|e| {
+                    format!(
+                        "`public_key` is not a {} PEM public key: {e}",
+                        self.algorithm
+                    )
+                })?
             }
             (_, None, None, Some(jwk)) => {
-                let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_str(jwk).map_err(|e| format!("`jwk` is not a JWK: {e}"))?;
+                let jwk: jsonwebtoken::jwk::Jwk =
+                    serde_json::from_str(jwk).map_err(|e| format!("`jwk` is not a JWK: {e}"))?;
                 DecodingKey::from_jwk(&jwk).map_err(|e| format!("`jwk` cannot be used: {e}"))?
             }
-            _ => return Err(format!("a {} key needs exactly one of `public_key` or `jwk`", self.algorithm)),
+            _ => {
+                return Err(format!(
+                    "a {} key needs exactly one of `public_key` or `jwk`",
+                    self.algorithm
+                ));
+            }
         };
         let fingerprint = {
             use sha2::Digest as _;
@@ -136,7 +162,13 @@ impl TrustedKey {
             }
             h.finalize().into()
         };
-        Ok(Verifier { issuer: self.issuer.clone(), kid: self.kid.clone(), algorithm, key, fingerprint })
+        Ok(Verifier {
+            issuer: self.issuer.clone(),
+            kid: self.kid.clone(),
+            algorithm,
+            key,
+            fingerprint,
+        })
     }
 }
 
@@ -211,7 +243,8 @@ fn signature_holds(token: &str, key: &Verifier, validation: &Validation) -> bool
     if let Some(hit) = SIGNATURES.with(|c| c.borrow().get(&cache_key).copied()) {
         return hit;
     }
-    let holds = jsonwebtoken::decode::<serde_json::Map<String, Value>>(token, &key.key, validation).is_ok();
+    let holds =
+        jsonwebtoken::decode::<serde_json::Map<String, Value>>(token, &key.key, validation).is_ok();
     SIGNATURES.with(|c| {
         let mut c = c.borrow_mut();
         if c.len() >= SIGNATURE_CACHE {
@@ -223,17 +256,26 @@ fn signature_holds(token: &str, key: &Verifier, validation: &Validation) -> bool
 }
 
 /// Verify `token` against `keys`; the verified claims, or why not.
-pub fn verify(token: &str, keys: &[Verifier], expect: &Expect<'_>) -> Result<serde_json::Map<String, Value>, Failure> {
+pub fn verify(
+    token: &str,
+    keys: &[Verifier],
+    expect: &Expect<'_>,
+) -> Result<serde_json::Map<String, Value>, Failure> {
     use base64::Engine as _;
     let parts: Vec<&str> = token.split('.').collect();
-    let [header_b64, claims_b64, _sig] = parts.as_slice() else { return Err(Failure::Malformed) };
+    let [header_b64, claims_b64, _sig] = parts.as_slice() else {
+        return Err(Failure::Malformed);
+    };
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let header: Value = b64
         .decode(header_b64.trim_end_matches('='))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .ok_or(Failure::Malformed)?;
-    let alg = header.get("alg").and_then(Value::as_str).ok_or(Failure::Malformed)?;
+    let alg = header
+        .get("alg")
+        .and_then(Value::as_str)
+        .ok_or(Failure::Malformed)?;
     if alg.eq_ignore_ascii_case("none") {
         return Err(Failure::AlgNone);
     }
@@ -242,14 +284,21 @@ pub fn verify(token: &str, keys: &[Verifier], expect: &Expect<'_>) -> Result<ser
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .ok_or(Failure::Malformed)?;
-    let issuer = claims.get("iss").and_then(Value::as_str).ok_or(Failure::UnknownIssuer)?;
+    let issuer = claims
+        .get("iss")
+        .and_then(Value::as_str)
+        .ok_or(Failure::UnknownIssuer)?;
     let kid = header.get("kid").and_then(Value::as_str);
     let mut candidates = keys.iter().filter(|k| k.issuer == issuer).peekable();
     if candidates.peek().is_none() {
         return Err(Failure::UnknownIssuer);
     }
-    let candidates: Vec<&Verifier> = candidates.filter(|k| k.kid.is_none() || k.kid.as_deref() == kid).collect();
-    let Some(key) = candidates.first() else { return Err(Failure::UnknownIssuer) };
+    let candidates: Vec<&Verifier> = candidates
+        .filter(|k| k.kid.is_none() || k.kid.as_deref() == kid)
+        .collect();
+    let Some(key) = candidates.first() else {
+        return Err(Failure::UnknownIssuer);
+    };
     // The key decides the algorithm; a header that says otherwise is refused
     // before any signature check (algorithm confusion).
     let alg_name = match key.algorithm {
@@ -271,7 +320,10 @@ pub fn verify(token: &str, keys: &[Verifier], expect: &Expect<'_>) -> Result<ser
         return Err(Failure::BadSignature);
     }
     // Time and audience against the request, after the signature holds.
-    let exp = claims.get("exp").and_then(Value::as_i64).ok_or(Failure::Expired)?;
+    let exp = claims
+        .get("exp")
+        .and_then(Value::as_i64)
+        .ok_or(Failure::Expired)?;
     if exp.saturating_add(expect.leeway) <= expect.now {
         return Err(Failure::Expired);
     }

@@ -108,7 +108,11 @@ impl Record {
     /// The record as it stands at `now`: failures outside the window
     /// dropped, an ended lock cleared, repeats forgotten after idling.
     pub fn at(entry: &Entry, cfg: &PathwayLockout, now: i64) -> Record {
-        let Some(mut r) = entry.value.as_deref().and_then(|v| serde_json::from_str::<Record>(v).ok()) else {
+        let Some(mut r) = entry
+            .value
+            .as_deref()
+            .and_then(|v| serde_json::from_str::<Record>(v).ok())
+        else {
             return Record::default();
         };
         if r.h {
@@ -126,7 +130,13 @@ impl Record {
     }
 
     /// The record after `event`.
-    pub fn apply(&self, event: Option<Event>, ladder: &Ladder, cfg: &PathwayLockout, now: i64) -> Record {
+    pub fn apply(
+        &self,
+        event: Option<Event>,
+        ladder: &Ladder,
+        cfg: &PathwayLockout,
+        now: i64,
+    ) -> Record {
         let mut r = self.clone();
         match event {
             Some(Event::AuthFailure) if !r.h && r.lu <= now => {
@@ -153,7 +163,11 @@ impl Record {
             }
             _ => {}
         }
-        r.exp = if r.h { 0 } else { r.lu.max(r.last.saturating_add(cfg.reset_after.as_secs() as i64)) };
+        r.exp = if r.h {
+            0
+        } else {
+            r.lu.max(r.last.saturating_add(cfg.reset_after.as_secs() as i64))
+        };
         r
     }
 
@@ -181,11 +195,19 @@ impl Record {
             Stage::TemporaryLock => Some(self.lu - now),
             Stage::Throttle => {
                 let over = failures - i64::from(ladder.throttle_after);
-                self.f.get(over as usize).map(|t| (t + cfg.window.as_secs() as i64 - now).max(1))
+                self.f
+                    .get(over as usize)
+                    .map(|t| (t + cfg.window.as_secs() as i64 - now).max(1))
             }
             _ => None,
         };
-        KeyState { failures, stage, locked_until: if self.lu > now { self.lu } else { 0 }, repeat: i64::from(self.r), retry_after }
+        KeyState {
+            failures,
+            stage,
+            locked_until: if self.lu > now { self.lu } else { 0 },
+            repeat: i64::from(self.r),
+            retry_after,
+        }
     }
 }
 
@@ -210,10 +232,25 @@ pub struct KeyState {
 /// Account ids are compared without case; addresses in canonical form.
 pub fn keys(namespace: &str, pathway: Pathway, req: &Request) -> Vec<(KeyKind, String)> {
     let p = pathway.as_str();
-    let account = format!("{}:{}", req.principal.kind, crate::normalise::account_id(&req.principal.id));
-    let mut keys = vec![(KeyKind::Account, format!("lk2:{p}:{namespace}:acct:{account}"))];
-    if let Some(ip) = req.context.ip.as_deref().and_then(|i| i.parse::<std::net::IpAddr>().ok()) {
-        keys.push((KeyKind::AccountIp, format!("lk2:{p}:{namespace}:acip:{account}|{ip}")));
+    let account = format!(
+        "{}:{}",
+        req.principal.kind,
+        crate::normalise::account_id(&req.principal.id)
+    );
+    let mut keys = vec![(
+        KeyKind::Account,
+        format!("lk2:{p}:{namespace}:acct:{account}"),
+    )];
+    if let Some(ip) = req
+        .context
+        .ip
+        .as_deref()
+        .and_then(|i| i.parse::<std::net::IpAddr>().ok())
+    {
+        keys.push((
+            KeyKind::AccountIp,
+            format!("lk2:{p}:{namespace}:acip:{account}|{ip}"),
+        ));
         keys.push((KeyKind::Ip, format!("lk2:{p}:{namespace}:ip:{ip}")));
     }
     keys
@@ -224,11 +261,19 @@ pub fn write(entry: &Entry, current: &Record, next: &Record) -> Option<Write> {
     if next == current && entry.value.is_some() {
         return None;
     }
-    let value = if next.is_empty() { None } else { serde_json::to_string(next).ok() };
+    let value = if next.is_empty() {
+        None
+    } else {
+        serde_json::to_string(next).ok()
+    };
     if value.is_none() && entry.version == 0 {
         return None;
     }
-    Some(Write { key: entry.key.clone(), value, expected_version: entry.version })
+    Some(Write {
+        key: entry.key.clone(),
+        value,
+        expected_version: entry.version,
+    })
 }
 
 #[cfg(test)]
@@ -237,7 +282,11 @@ mod tests {
     use crate::manifest::PathwayLockout;
 
     fn entry(r: &Record) -> Entry {
-        Entry { key: "k".into(), value: serde_json::to_string(r).ok(), version: 1 }
+        Entry {
+            key: "k".into(),
+            value: serde_json::to_string(r).ok(),
+            version: 1,
+        }
     }
 
     #[test]
@@ -248,7 +297,12 @@ mod tests {
         let mut now = 1_000_000;
         let mut stages = Vec::new();
         for _ in 0..10 {
-            r = Record::at(&entry(&r), &cfg, now).apply(Some(Event::AuthFailure), ladder, &cfg, now);
+            r = Record::at(&entry(&r), &cfg, now).apply(
+                Some(Event::AuthFailure),
+                ladder,
+                &cfg,
+                now,
+            );
             stages.push(r.state(ladder, &cfg, now).stage);
             now += 1;
         }
@@ -258,21 +312,31 @@ mod tests {
         assert_eq!(stages[9], Stage::TemporaryLock);
         assert_eq!(r.lu - (now - 1), 300, "first lock is 5 minutes");
         // Failures during the lock change nothing.
-        let during = Record::at(&entry(&r), &cfg, now).apply(Some(Event::AuthFailure), ladder, &cfg, now);
+        let during =
+            Record::at(&entry(&r), &cfg, now).apply(Some(Event::AuthFailure), ladder, &cfg, now);
         assert_eq!(during.f.len(), 0);
         // Second and third locks double; the fourth is hard.
         let mut lens = vec![];
         for _ in 0..3 {
             now = r.lu + 1;
             for _ in 0..10 {
-                r = Record::at(&entry(&r), &cfg, now).apply(Some(Event::AuthFailure), ladder, &cfg, now);
+                r = Record::at(&entry(&r), &cfg, now).apply(
+                    Some(Event::AuthFailure),
+                    ladder,
+                    &cfg,
+                    now,
+                );
             }
             lens.push(if r.h { -1 } else { r.lu - now });
         }
         assert_eq!(lens, [600, 1200, -1]);
-        assert_eq!(r.state(ladder, &cfg, now + 10_000_000).stage, Stage::HardLock);
+        assert_eq!(
+            r.state(ladder, &cfg, now + 10_000_000).stage,
+            Stage::HardLock
+        );
         // A success does not lift a hard lock.
-        let s = Record::at(&entry(&r), &cfg, now).apply(Some(Event::AuthSuccess), ladder, &cfg, now);
+        let s =
+            Record::at(&entry(&r), &cfg, now).apply(Some(Event::AuthSuccess), ladder, &cfg, now);
         assert!(s.h);
     }
 
@@ -280,7 +344,12 @@ mod tests {
     fn window_slides_and_repeats_expire() {
         let cfg = PathwayLockout::authentic();
         let ladder = &cfg.account_ip;
-        let r = Record { f: vec![100, 200, 300], last: 300, r: 2, ..Record::default() };
+        let r = Record {
+            f: vec![100, 200, 300],
+            last: 300,
+            r: 2,
+            ..Record::default()
+        };
         let at = |now| Record::at(&entry(&r), &cfg, now);
         assert_eq!(at(301).f.len(), 3);
         assert_eq!(at(100 + 900).f.len(), 2, "the oldest left the 15m window");

@@ -39,6 +39,9 @@ pub struct Manifest {
     /// Rate limits, scraping and model-extraction detection.
     #[serde(default)]
     pub rate: crate::rate::RateSection,
+    /// Just-in-time admin access.
+    #[serde(default)]
+    pub jit: crate::jit::JitSection,
 }
 
 /// `[oauth]`.
@@ -154,7 +157,10 @@ pub struct LockoutSection {
 
 impl Default for LockoutSection {
     fn default() -> Self {
-        LockoutSection { authentic: PathwayLockout::authentic(), synthetic: PathwayLockout::synthetic() }
+        LockoutSection {
+            authentic: PathwayLockout::authentic(),
+            synthetic: PathwayLockout::synthetic(),
+        }
     }
 }
 
@@ -192,9 +198,19 @@ impl PathwayLockout {
             reset_on_success: true,
             reset_after: Duration::from_secs(24 * 3600),
             max_tracked: 100,
-            account: Ladder { challenge_after: 5, throttle_after: 10, lock_after: 0, ..Ladder::default() },
+            account: Ladder {
+                challenge_after: 5,
+                throttle_after: 10,
+                lock_after: 0,
+                ..Ladder::default()
+            },
             account_ip: Ladder::default(),
-            ip: Ladder { challenge_after: 0, throttle_after: 20, lock_after: 50, ..Ladder::default() },
+            ip: Ladder {
+                challenge_after: 0,
+                throttle_after: 20,
+                lock_after: 50,
+                ..Ladder::default()
+            },
             retry: RetryPolicy::default(),
         }
     }
@@ -219,7 +235,12 @@ impl PathwayLockout {
             account: ladder.clone(),
             account_ip: ladder.clone(),
             ip: ladder,
-            retry: RetryPolicy { max_attempts: 10, base: Duration::from_secs(1), max: Duration::from_secs(60), backoff: Growth::Exponential },
+            retry: RetryPolicy {
+                max_attempts: 10,
+                base: Duration::from_secs(1),
+                max: Duration::from_secs(60),
+                backoff: Growth::Exponential,
+            },
         }
     }
 
@@ -290,8 +311,12 @@ impl Ladder {
     pub fn lock_for(&self, repeat: u32) -> Duration {
         let n = repeat.max(1) - 1;
         let d = match self.lock_growth {
-            Growth::Linear => self.lock_duration.saturating_add(self.lock_increment.saturating_mul(n)),
-            Growth::Exponential => self.lock_duration.saturating_mul(2u32.saturating_pow(n.min(30))),
+            Growth::Linear => self
+                .lock_duration
+                .saturating_add(self.lock_increment.saturating_mul(n)),
+            Growth::Exponential => self
+                .lock_duration
+                .saturating_mul(2u32.saturating_pow(n.min(30))),
         };
         d.min(self.max_lock)
     }
@@ -315,7 +340,12 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        RetryPolicy { max_attempts: 5, base: Duration::from_secs(2), max: Duration::from_secs(300), backoff: Growth::Exponential }
+        RetryPolicy {
+            max_attempts: 5,
+            base: Duration::from_secs(2),
+            max: Duration::from_secs(300),
+            backoff: Growth::Exponential,
+        }
     }
 }
 
@@ -402,9 +432,15 @@ impl Manifest {
         let manifest: Manifest = toml::from_str(text).map_err(|e| {
             // Errors from an overlaid section have no span: find the key
             // the message quotes.
-            let quoted = e.message().split('`').nth(1).and_then(|name| text.find(name));
+            let quoted = e
+                .message()
+                .split('`')
+                .nth(1)
+                .and_then(|name| text.find(name));
             let loc = match (e.span(), quoted) {
-                (_, Some(off)) if e.message().contains("unknown field") => Location::at_offset(file, text, off),
+                (_, Some(off)) if e.message().contains("unknown field") => {
+                    Location::at_offset(file, text, off)
+                }
                 (Some(span), _) => Location::at_offset(file, text, span.start),
                 (None, Some(off)) => Location::at_offset(file, text, off),
                 (None, None) => Location::file(file),
@@ -460,11 +496,22 @@ impl Manifest {
             }
         }
         if self.oauth.leeway > Duration::from_secs(300) {
-            return Err(BundleProblem::at(ProblemKind::Manifest, at("leeway"), "oauth.leeway is over the bound of 5m (clock skew, not a grace period)"));
+            return Err(BundleProblem::at(
+                ProblemKind::Manifest,
+                at("leeway"),
+                "oauth.leeway is over the bound of 5m (clock skew, not a grace period)",
+            ));
         }
         for (name, r) in &self.transfer.recipients {
             if r.country.len() < 2 {
-                return Err(BundleProblem::at(ProblemKind::Manifest, at(name), format!("transfer.recipients.{name}: country `{}` is not a code like `US`", r.country)));
+                return Err(BundleProblem::at(
+                    ProblemKind::Manifest,
+                    at(name),
+                    format!(
+                        "transfer.recipients.{name}: country `{}` is not a code like `US`",
+                        r.country
+                    ),
+                ));
             }
         }
         for (name, m) in &self.modules {
@@ -473,7 +520,10 @@ impl Manifest {
                     return Err(BundleProblem::at(
                         ProblemKind::Manifest,
                         at(vocab),
-                        format!("modules.{name}.fields: unknown vocabulary name `{vocab}` (expected one of {})", VOCABULARY.join(", ")),
+                        format!(
+                            "modules.{name}.fields: unknown vocabulary name `{vocab}` (expected one of {})",
+                            VOCABULARY.join(", ")
+                        ),
                     ));
                 }
             }
@@ -481,10 +531,25 @@ impl Manifest {
         const STAGES: [&str; 5] = ["challenge", "throttle", "temporary_lock", "hard_lock", "*"];
         for (i, r) in self.escalation.iter().enumerate() {
             if !["authentic", "synthetic", "*"].contains(&r.pathway.as_str()) {
-                return Err(BundleProblem::at(ProblemKind::Manifest, at(&r.target), format!("escalation[{i}]: pathway `{}` (expected authentic, synthetic or *)", r.pathway)));
+                return Err(BundleProblem::at(
+                    ProblemKind::Manifest,
+                    at(&r.target),
+                    format!(
+                        "escalation[{i}]: pathway `{}` (expected authentic, synthetic or *)",
+                        r.pathway
+                    ),
+                ));
             }
             if !STAGES.contains(&r.stage.as_str()) {
-                return Err(BundleProblem::at(ProblemKind::Manifest, at(&r.target), format!("escalation[{i}]: stage `{}` (expected one of {})", r.stage, STAGES.join(", "))));
+                return Err(BundleProblem::at(
+                    ProblemKind::Manifest,
+                    at(&r.target),
+                    format!(
+                        "escalation[{i}]: stage `{}` (expected one of {})",
+                        r.stage,
+                        STAGES.join(", ")
+                    ),
+                ));
             }
         }
         Ok(())
@@ -500,10 +565,13 @@ impl Manifest {
 
     /// The escalation row for (pathway, stage), most specific first.
     pub fn escalation_for(&self, pathway: &str, stage: &str) -> Option<&EscalationRule> {
-        let score = |r: &EscalationRule| (r.pathway == pathway) as u8 * 2 + (r.stage == stage) as u8;
+        let score =
+            |r: &EscalationRule| (r.pathway == pathway) as u8 * 2 + (r.stage == stage) as u8;
         self.escalation
             .iter()
-            .filter(|r| (r.pathway == pathway || r.pathway == "*") && (r.stage == stage || r.stage == "*"))
+            .filter(|r| {
+                (r.pathway == pathway || r.pathway == "*") && (r.stage == stage || r.stage == "*")
+            })
             .max_by_key(|r| score(r))
     }
 }
@@ -525,7 +593,11 @@ mod tests {
         let l = Ladder::default();
         let mins: Vec<u64> = (1..=6).map(|r| l.lock_for(r).as_secs() / 60).collect();
         assert_eq!(mins, [5, 10, 20, 40, 60, 60]);
-        let lin = Ladder { lock_growth: Growth::Linear, lock_increment: Duration::from_secs(120), ..Ladder::default() };
+        let lin = Ladder {
+            lock_growth: Growth::Linear,
+            lock_increment: Duration::from_secs(120),
+            ..Ladder::default()
+        };
         let mins: Vec<u64> = (1..=3).map(|r| lin.lock_for(r).as_secs()).collect();
         assert_eq!(mins, [300, 420, 540]);
     }
@@ -537,8 +609,14 @@ mod tests {
         assert_eq!(m.lockout.authentic.window, Duration::from_secs(90));
         assert_eq!(m.lockout.authentic.account_ip.lock_after, 4);
         assert_eq!(m.lockout.authentic.account_ip.challenge_after, 3);
-        assert_eq!(m.lockout.authentic.account.lock_after, 0, "the account key keeps its own default");
-        assert_eq!(m.lockout.synthetic.account_ip.throttle_after, 50, "the synthetic pathway keeps its defaults");
+        assert_eq!(
+            m.lockout.authentic.account.lock_after, 0,
+            "the account key keeps its own default"
+        );
+        assert_eq!(
+            m.lockout.synthetic.account_ip.throttle_after, 50,
+            "the synthetic pathway keeps its defaults"
+        );
         Ok(())
     }
 }

@@ -29,32 +29,60 @@ pub struct Record {
 
 /// The request's record in the common vocabulary.
 pub fn record(manifest: &Manifest, req: &Request) -> Result<Record, RequestError> {
-    let Some(fields) = &req.context.record else { return Ok(Record::default()) };
-    let known = || manifest.modules.keys().cloned().collect::<Vec<_>>().join(", ");
+    let Some(fields) = &req.context.record else {
+        return Ok(Record::default());
+    };
+    let known = || {
+        manifest
+            .modules
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let Some(module) = &req.context.module else {
-        return Err(RequestError::field("context.module", format!("a `context.record` needs its module (one of {})", known())));
+        return Err(RequestError::field(
+            "context.module",
+            format!("a `context.record` needs its module (one of {})", known()),
+        ));
     };
     let Some(map) = manifest.modules.get(module) else {
         return Err(RequestError::field(
             "context.module",
-            format!("unknown module `{}` (expected one of {})", crate::request::truncate(module), known()),
+            format!(
+                "unknown module `{}` (expected one of {})",
+                crate::request::truncate(module),
+                known()
+            ),
         ));
     };
     let mut out = Record::default();
     for (vocab, field) in &map.fields {
-        let Some(value) = fields.get(field) else { continue };
+        let Some(value) = fields.get(field) else {
+            continue;
+        };
         let path = format!("context.record.{field}");
         match vocab.as_str() {
             "synthetic" => match value {
                 Value::Bool(b) => out.synthetic = Some(*b),
                 Value::Null => {}
-                other => return Err(RequestError::field(path, format!("expected a boolean, found {other}"))),
+                other => {
+                    return Err(RequestError::field(
+                        path,
+                        format!("expected a boolean, found {other}"),
+                    ));
+                }
             },
             _ => {
                 let text = match value {
                     Value::String(s) => s.clone(),
                     Value::Null => continue,
-                    other => return Err(RequestError::field(path, format!("expected a string, found {other}"))),
+                    other => {
+                        return Err(RequestError::field(
+                            path,
+                            format!("expected a string, found {other}"),
+                        ));
+                    }
                 };
                 match vocab.as_str() {
                     "owner" => out.owner = Some(text),
@@ -82,10 +110,18 @@ pub fn account_id(id: &str) -> String {
 pub fn unmapped(manifest: &Manifest, policy_text: &str) -> Vec<(String, String, usize)> {
     let mut out = Vec::new();
     let mut search = 0;
-    while let Some(pos) = policy_text.get(search..).and_then(|t| t.find("context.record.")) {
+    while let Some(pos) = policy_text
+        .get(search..)
+        .and_then(|t| t.find("context.record."))
+    {
         let start = search + pos;
-        let rest = policy_text.get(start + "context.record.".len()..).unwrap_or("");
-        let name: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+        let rest = policy_text
+            .get(start + "context.record.".len()..)
+            .unwrap_or("");
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
         search = start + 1;
         let needed = match name.as_str() {
             "object" => "id",

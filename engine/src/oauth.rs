@@ -36,8 +36,15 @@ pub struct TokenFacts {
 }
 
 /// Verify the request's token, if any.
-pub fn derive(section: &OauthSection, keys: &[Verifier], token: Option<&str>, now: i64) -> TokenFacts {
-    let Some(token) = token else { return TokenFacts::default() };
+pub fn derive(
+    section: &OauthSection,
+    keys: &[Verifier],
+    token: Option<&str>,
+    now: i64,
+) -> TokenFacts {
+    let Some(token) = token else {
+        return TokenFacts::default();
+    };
     let token = token.strip_prefix("Bearer ").unwrap_or(token).trim();
     let expect = jwt::Expect {
         audience: (!section.audience.is_empty()).then_some(section.audience.as_str()),
@@ -47,10 +54,19 @@ pub fn derive(section: &OauthSection, keys: &[Verifier], token: Option<&str>, no
     };
     match jwt::verify(token, keys, &expect) {
         Ok(claims) => {
-            let text = |k: &str| claims.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+            let text = |k: &str| {
+                claims
+                    .get(k)
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string()
+            };
             let granted: Vec<String> = match claims.get(&section.scope_claim) {
                 Some(Value::String(s)) => s.split_whitespace().map(str::to_string).collect(),
-                Some(Value::Array(a)) => a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
+                Some(Value::Array(a)) => a
+                    .iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect(),
                 _ => Vec::new(),
             };
             let client_id = match text("client_id") {
@@ -68,7 +84,11 @@ pub fn derive(section: &OauthSection, keys: &[Verifier], token: Option<&str>, no
                 expires: claims.get("exp").and_then(Value::as_i64).unwrap_or(0),
             }
         }
-        Err(f) => TokenFacts { present: true, failure: f.as_str().to_string(), ..TokenFacts::default() },
+        Err(f) => TokenFacts {
+            present: true,
+            failure: f.as_str().to_string(),
+            ..TokenFacts::default()
+        },
     }
 }
 
@@ -93,8 +113,10 @@ mod tests {
     #[test]
     fn scopes_expand_transitively() {
         let mut s = OauthSection::default();
-        s.scopes.insert("full".into(), vec!["api".into(), "web".into()]);
-        s.scopes.insert("api".into(), vec!["chatter_api".into(), "full".into()]);
+        s.scopes
+            .insert("full".into(), vec!["api".into(), "web".into()]);
+        s.scopes
+            .insert("api".into(), vec!["chatter_api".into(), "full".into()]);
         let got: Vec<String> = expand(&s, vec!["full".into()]).into_iter().collect();
         assert_eq!(got, ["api", "chatter_api", "full", "web"]);
         let got: Vec<String> = expand(&s, vec!["web".into()]).into_iter().collect();

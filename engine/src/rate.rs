@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// `[rate]` in the manifest.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RateSection {
     /// Action classes and their buckets.
@@ -28,12 +28,6 @@ pub struct RateSection {
     pub scraping: ScrapingConfig,
     /// Model-extraction detection (for `extraction.actions`).
     pub extraction: ExtractionConfig,
-}
-
-impl Default for RateSection {
-    fn default() -> Self {
-        RateSection { classes: BTreeMap::new(), scraping: ScrapingConfig::default(), extraction: ExtractionConfig::default() }
-    }
 }
 
 /// One action class.
@@ -66,7 +60,12 @@ pub struct ScrapingConfig {
 
 impl Default for ScrapingConfig {
     fn default() -> Self {
-        ScrapingConfig { actions: vec!["read".into(), "export".into()], window: Duration::from_secs(600), max_tracked: 500, walk_step: 3 }
+        ScrapingConfig {
+            actions: vec!["read".into(), "export".into()],
+            window: Duration::from_secs(600),
+            max_tracked: 500,
+            walk_step: 3,
+        }
     }
 }
 
@@ -85,7 +84,11 @@ pub struct ExtractionConfig {
 
 impl Default for ExtractionConfig {
     fn default() -> Self {
-        ExtractionConfig { actions: vec!["infer".into()], window: Duration::from_secs(3600), max_tracked: 1000 }
+        ExtractionConfig {
+            actions: vec!["infer".into()],
+            window: Duration::from_secs(3600),
+            max_tracked: 1000,
+        }
     }
 }
 
@@ -112,20 +115,42 @@ struct Bucket {
 
 /// The bucket class of an action.
 pub fn class_of<'a>(section: &'a RateSection, action: &str) -> Option<(&'a String, &'a RateClass)> {
-    section.classes.iter().find(|(_, c)| c.actions.iter().any(|a| a == action))
+    section
+        .classes
+        .iter()
+        .find(|(_, c)| c.actions.iter().any(|a| a == action))
 }
 
 /// Take a token (requests only; events take none).
-pub fn bucket_step(name: &str, class: &RateClass, entry: &Entry, now: i64, take: bool) -> (Option<Write>, BucketFacts) {
+pub fn bucket_step(
+    name: &str,
+    class: &RateClass,
+    entry: &Entry,
+    now: i64,
+    take: bool,
+) -> (Option<Write>, BucketFacts) {
     let every = class.refill_every.as_secs().max(1) as i64;
     let cap = i64::from(class.capacity);
-    let mut b = entry.value.as_deref().and_then(|v| serde_json::from_str::<Bucket>(v).ok()).unwrap_or(Bucket { n: cap, t: now });
+    let mut b = entry
+        .value
+        .as_deref()
+        .and_then(|v| serde_json::from_str::<Bucket>(v).ok())
+        .unwrap_or(Bucket { n: cap, t: now });
     if now > b.t {
         let gained = (now - b.t) / every;
         b.n = (b.n + gained).min(cap);
-        b.t = if b.n >= cap { now } else { b.t + gained * every };
+        b.t = if b.n >= cap {
+            now
+        } else {
+            b.t + gained * every
+        };
     }
-    let mut facts = BucketFacts { class: name.to_string(), remaining: b.n, exhausted: false, retry_after: 0 };
+    let mut facts = BucketFacts {
+        class: name.to_string(),
+        remaining: b.n,
+        exhausted: false,
+        retry_after: 0,
+    };
     if !take {
         return (None, facts);
     }
@@ -137,7 +162,14 @@ pub fn bucket_step(name: &str, class: &RateClass, entry: &Entry, now: i64, take:
     b.n -= 1;
     facts.remaining = b.n;
     let value = serde_json::to_string(&b).ok();
-    (Some(Write { key: entry.key.clone(), value, expected_version: entry.version }), facts)
+    (
+        Some(Write {
+            key: entry.key.clone(),
+            value,
+            expected_version: entry.version,
+        }),
+        facts,
+    )
 }
 
 /// Scraping facts.
@@ -162,8 +194,15 @@ struct Seen {
 /// A record id as (prefix, number), to see walks: Salesforce ids by the
 /// base-62 tail of their 15-character form, others by trailing digits.
 fn id_number(id: &str) -> Option<(String, u64)> {
-    let id = if id.len() == 18 && id.is_ascii() { id.get(..15)? } else { id };
-    let digits_start = id.rfind(|c: char| !c.is_ascii_digit()).map(|i| i + 1).unwrap_or(0);
+    let id = if id.len() == 18 && id.is_ascii() {
+        id.get(..15)?
+    } else {
+        id
+    };
+    let digits_start = id
+        .rfind(|c: char| !c.is_ascii_digit())
+        .map(|i| i + 1)
+        .unwrap_or(0);
     if id.len() == 15 && id.chars().all(|c| c.is_ascii_alphanumeric()) && digits_start > 9 {
         let (prefix, tail) = id.split_at(9);
         let mut n: u64 = 0;
@@ -182,8 +221,17 @@ fn id_number(id: &str) -> Option<(String, u64)> {
 }
 
 /// Record this request's record id.
-pub fn scrape_step(cfg: &ScrapingConfig, entry: &Entry, record: &str, now: i64) -> (Option<Write>, ScrapeFacts) {
-    let mut s = entry.value.as_deref().and_then(|v| serde_json::from_str::<Seen>(v).ok()).unwrap_or_default();
+pub fn scrape_step(
+    cfg: &ScrapingConfig,
+    entry: &Entry,
+    record: &str,
+    now: i64,
+) -> (Option<Write>, ScrapeFacts) {
+    let mut s = entry
+        .value
+        .as_deref()
+        .and_then(|v| serde_json::from_str::<Seen>(v).ok())
+        .unwrap_or_default();
     let since = now - cfg.window.as_secs() as i64;
     s.r.retain(|(t, _)| *t > since);
     let walk = match (id_number(&s.last), id_number(record)) {
@@ -200,9 +248,19 @@ pub fn scrape_step(cfg: &ScrapingConfig, entry: &Entry, record: &str, now: i64) 
         let cut = s.r.len() - keep;
         s.r.drain(..cut);
     }
-    let facts = ScrapeFacts { distinct_records: s.r.len() as i64, walk_length: walk };
+    let facts = ScrapeFacts {
+        distinct_records: s.r.len() as i64,
+        walk_length: walk,
+    };
     let value = serde_json::to_string(&s).ok();
-    (Some(Write { key: entry.key.clone(), value, expected_version: entry.version }), facts)
+    (
+        Some(Write {
+            key: entry.key.clone(),
+            value,
+            expected_version: entry.version,
+        }),
+        facts,
+    )
 }
 
 /// Model-extraction facts for (principal, model).
@@ -238,14 +296,29 @@ fn hash(bytes: &[u8]) -> u64 {
 /// JSON object, else one digest per whitespace-separated token.
 fn fields(body: &str) -> Vec<u64> {
     match serde_json::from_str::<serde_json::Value>(body) {
-        Ok(serde_json::Value::Object(m)) => m.iter().map(|(k, v)| hash(format!("{k}={v}").as_bytes())).collect(),
-        _ => body.split_whitespace().map(|t| hash(t.as_bytes())).collect(),
+        Ok(serde_json::Value::Object(m)) => m
+            .iter()
+            .map(|(k, v)| hash(format!("{k}={v}").as_bytes()))
+            .collect(),
+        _ => body
+            .split_whitespace()
+            .map(|t| hash(t.as_bytes()))
+            .collect(),
     }
 }
 
 /// Record this inference query.
-pub fn infer_step(cfg: &ExtractionConfig, entry: &Entry, body: &str, now: i64) -> (Option<Write>, InferFacts) {
-    let mut s = entry.value.as_deref().and_then(|v| serde_json::from_str::<Queries>(v).ok()).unwrap_or_default();
+pub fn infer_step(
+    cfg: &ExtractionConfig,
+    entry: &Entry,
+    body: &str,
+    now: i64,
+) -> (Option<Write>, InferFacts) {
+    let mut s = entry
+        .value
+        .as_deref()
+        .and_then(|v| serde_json::from_str::<Queries>(v).ok())
+        .unwrap_or_default();
     let since = now - cfg.window.as_secs() as i64;
     s.q.retain(|(t, _, _)| *t > since);
     let f = fields(body);
@@ -262,9 +335,21 @@ pub fn infer_step(cfg: &ExtractionConfig, entry: &Entry, body: &str, now: i64) -
     let queries = s.q.len() as i64;
     let distinct: std::collections::HashSet<u64> = s.q.iter().map(|(_, h, _)| *h).collect();
     let probes = s.q.iter().filter(|(_, _, p)| *p).count() as i64;
-    let facts = InferFacts { queries, distinct_inputs: distinct.len() as i64, probes, probe_ratio: probes * 100 / queries.max(1) };
+    let facts = InferFacts {
+        queries,
+        distinct_inputs: distinct.len() as i64,
+        probes,
+        probe_ratio: probes * 100 / queries.max(1),
+    };
     let value = serde_json::to_string(&s).ok();
-    (Some(Write { key: entry.key.clone(), value, expected_version: entry.version }), facts)
+    (
+        Some(Write {
+            key: entry.key.clone(),
+            value,
+            expected_version: entry.version,
+        }),
+        facts,
+    )
 }
 
 /// Does this request touch a record (for scraping)?
@@ -277,12 +362,20 @@ mod tests {
     use super::*;
 
     fn e(v: Option<String>) -> Entry {
-        Entry { key: "k".into(), value: v, version: 1 }
+        Entry {
+            key: "k".into(),
+            value: v,
+            version: 1,
+        }
     }
 
     #[test]
     fn buckets_drain_refuse_and_refill() {
-        let c = RateClass { actions: vec![], capacity: 3, refill_every: Duration::from_secs(10) };
+        let c = RateClass {
+            actions: vec![],
+            capacity: 3,
+            refill_every: Duration::from_secs(10),
+        };
         let mut v = None;
         let mut rem = vec![];
         for _ in 0..3 {
@@ -318,9 +411,19 @@ mod tests {
             v = w.and_then(|w| w.value);
             last = f;
         }
-        assert_eq!((last.queries, last.distinct_inputs, last.probes), (10, 10, 9));
+        assert_eq!(
+            (last.queries, last.distinct_inputs, last.probes),
+            (10, 10, 9)
+        );
         let mut v = None;
-        for (i, body) in [r#"{"q": "renewal risk for Acme"}"#, r#"{"q": "churn drivers in EMEA", "region": "emea"}"#, r#"{"account": "Globex", "horizon": 90}"#].iter().enumerate() {
+        for (i, body) in [
+            r#"{"q": "renewal risk for Acme"}"#,
+            r#"{"q": "churn drivers in EMEA", "region": "emea"}"#,
+            r#"{"account": "Globex", "horizon": 90}"#,
+        ]
+        .iter()
+        .enumerate()
+        {
             let (w, f) = infer_step(&cfg, &e(v.clone()), body, 100 + i as i64);
             v = w.and_then(|w| w.value);
             last = f;

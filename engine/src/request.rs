@@ -63,6 +63,27 @@ pub struct SyntheticClaim {
     pub provenance: Option<String>,
 }
 
+/// A just-in-time access request or approval.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JitRequest {
+    /// Role requested (or whose grant is approved).
+    #[serde(default)]
+    pub role: Option<String>,
+    /// Why (request).
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// How long ("1h") (request).
+    #[serde(default)]
+    pub duration: Option<String>,
+    /// What it covers (request).
+    #[serde(default)]
+    pub scope: Option<String>,
+    /// Whose grant (approve).
+    #[serde(default)]
+    pub requester: Option<String>,
+}
+
 /// Facts the caller supplies about the request. Every field is optional;
 /// derived facts (lockout state, verified token, findings …) are computed by
 /// the engine, never taken from here.
@@ -103,6 +124,9 @@ pub struct RequestContext {
     /// `[transfer.recipients]`.
     #[serde(default)]
     pub recipient: Option<String>,
+    /// Just-in-time access: what is requested or approved.
+    #[serde(default)]
+    pub jit: Option<JitRequest>,
     /// Data-sync flow id, for field minimisation.
     #[serde(default)]
     pub flow: Option<String>,

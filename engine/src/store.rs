@@ -73,7 +73,11 @@ impl MemoryStore {
     /// Every key starting with `prefix` and its value, sorted (tests and
     /// diagnostics).
     pub fn snapshot(&self, prefix: &str) -> std::collections::BTreeMap<String, String> {
-        self.map.iter().filter(|(k, _)| k.starts_with(prefix)).map(|(k, (v, _))| (k.clone(), v.clone())).collect()
+        self.map
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(k, (v, _))| (k.clone(), v.clone()))
+            .collect()
     }
 
     fn entry(&self, key: &str) -> Entry {

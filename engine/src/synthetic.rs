@@ -50,19 +50,34 @@ pub struct Provenance {
 
 impl Provenance {
     fn status(status: Status, failure: Option<&'static str>) -> Self {
-        Provenance { status, failure, issuer: None, dataset: None, generator: None }
+        Provenance {
+            status,
+            failure,
+            issuer: None,
+            dataset: None,
+            generator: None,
+        }
     }
 }
 
 /// Derive the provenance of a request.
-pub fn derive(section: &SyntheticSection, keys: &[Verifier], req: &Request, record: &Record, now: i64) -> Provenance {
+pub fn derive(
+    section: &SyntheticSection,
+    keys: &[Verifier],
+    req: &Request,
+    record: &Record,
+    now: i64,
+) -> Provenance {
     let claim = req.context.synthetic.as_ref();
     let token = claim.and_then(|c| c.provenance.as_deref());
-    let claimed = claim.is_some_and(|c| c.marker) || token.is_some() || record.synthetic == Some(true);
+    let claimed =
+        claim.is_some_and(|c| c.marker) || token.is_some() || record.synthetic == Some(true);
     if !claimed {
         return Provenance::status(Status::None, None);
     }
-    let Some(token) = token else { return Provenance::status(Status::Unverified, Some("missing-token")) };
+    let Some(token) = token else {
+        return Provenance::status(Status::Unverified, Some("missing-token"));
+    };
     let expect = jwt::Expect {
         audience: Some(section.audience.as_str()),
         now,
@@ -72,7 +87,13 @@ pub fn derive(section: &SyntheticSection, keys: &[Verifier], req: &Request, reco
     match jwt::verify(token, keys, &expect) {
         Ok(claims) => {
             let text = |k: &str| claims.get(k).and_then(Value::as_str).map(str::to_string);
-            Provenance { status: Status::Verified, failure: None, issuer: text("iss"), dataset: text("dataset"), generator: text("generator") }
+            Provenance {
+                status: Status::Verified,
+                failure: None,
+                issuer: text("iss"),
+                dataset: text("dataset"),
+                generator: text("generator"),
+            }
         }
         Err(f) => Provenance::status(Status::Unverified, Some(Failure::as_str(f))),
     }

@@ -18,7 +18,14 @@ use serde::{Deserialize, Serialize};
 pub const ADEQUACY_FILE: &str = "adequacy.json";
 
 /// Art. 46 safeguards a request may declare in `legal_basis`.
-pub const ART46: [&str; 6] = ["scc", "bcr", "code-of-conduct", "certification", "ad-hoc-clauses", "public-authority-instrument"];
+pub const ART46: [&str; 6] = [
+    "scc",
+    "bcr",
+    "code-of-conduct",
+    "certification",
+    "ad-hoc-clauses",
+    "public-authority-instrument",
+];
 /// Art. 49 derogations a request may declare in `legal_basis`.
 pub const ART49: [&str; 7] = [
     "explicit-consent",
@@ -65,15 +72,28 @@ impl Adequacy {
     /// Parse `adequacy.json`.
     pub fn parse(text: &str) -> Result<Adequacy, String> {
         let a: Adequacy = serde_json::from_str(text).map_err(|e| e.to_string())?;
-        let valid_date = a.as_of.len() == 10 && a.as_of.chars().enumerate().all(|(i, c)| if i == 4 || i == 7 { c == '-' } else { c.is_ascii_digit() });
+        let valid_date = a.as_of.len() == 10
+            && a.as_of.chars().enumerate().all(|(i, c)| {
+                if i == 4 || i == 7 {
+                    c == '-'
+                } else {
+                    c.is_ascii_digit()
+                }
+            });
         if !valid_date {
-            return Err(format!("`as_of` is `{}`, expected a date like 2026-09-01", a.as_of));
+            return Err(format!(
+                "`as_of` is `{}`, expected a date like 2026-09-01",
+                a.as_of
+            ));
         }
         for e in &a.adequate {
             if let Some(c) = &e.condition
                 && c != "dpf-certified"
             {
-                return Err(format!("adequacy entry `{}`: unknown condition `{c}` (expected dpf-certified)", e.code));
+                return Err(format!(
+                    "adequacy entry `{}`: unknown condition `{c}` (expected dpf-certified)",
+                    e.code
+                ));
             }
         }
         Ok(a)
@@ -106,23 +126,59 @@ pub struct TransferFacts {
 }
 
 fn jurisdiction(manifest: &Manifest, field: &str, region: &str) -> Result<String, RequestError> {
-    manifest.residency.regions.get(region).cloned().ok_or_else(|| {
-        let known: Vec<&str> = manifest.residency.regions.keys().map(String::as_str).collect();
-        RequestError::field(field, format!("unknown region `{}` (expected one of {})", crate::request::truncate(region), known.join(", ")))
-    })
+    manifest
+        .residency
+        .regions
+        .get(region)
+        .cloned()
+        .ok_or_else(|| {
+            let known: Vec<&str> = manifest
+                .residency
+                .regions
+                .keys()
+                .map(String::as_str)
+                .collect();
+            RequestError::field(
+                field,
+                format!(
+                    "unknown region `{}` (expected one of {})",
+                    crate::request::truncate(region),
+                    known.join(", ")
+                ),
+            )
+        })
 }
 
 /// Derive the transfer facts of a request.
-pub fn derive(manifest: &Manifest, adequacy: &Adequacy, req: &Request) -> Result<TransferFacts, RequestError> {
+pub fn derive(
+    manifest: &Manifest,
+    adequacy: &Adequacy,
+    req: &Request,
+) -> Result<TransferFacts, RequestError> {
     let c = &req.context;
-    let mut f = TransferFacts { adequacy_as_of: adequacy.as_of.clone(), ..TransferFacts::default() };
+    let mut f = TransferFacts {
+        adequacy_as_of: adequacy.as_of.clone(),
+        ..TransferFacts::default()
+    };
     if let Some(r) = &c.region {
         f.origin = jurisdiction(manifest, "context.region", r)?;
     }
     let recipient = match &c.recipient {
         Some(id) => Some(manifest.transfer.recipients.get(id).ok_or_else(|| {
-            let known: Vec<&str> = manifest.transfer.recipients.keys().map(String::as_str).collect();
-            RequestError::field("context.recipient", format!("unknown recipient `{}` (expected one of {})", crate::request::truncate(id), known.join(", ")))
+            let known: Vec<&str> = manifest
+                .transfer
+                .recipients
+                .keys()
+                .map(String::as_str)
+                .collect();
+            RequestError::field(
+                "context.recipient",
+                format!(
+                    "unknown recipient `{}` (expected one of {})",
+                    crate::request::truncate(id),
+                    known.join(", ")
+                ),
+            )
         })?),
         None => None,
     };
@@ -138,7 +194,12 @@ pub fn derive(manifest: &Manifest, adequacy: &Adequacy, req: &Request) -> Result
     {
         return Err(RequestError::field(
             "context.legal_basis",
-            format!("unknown legal basis `{}` (Art. 46: {}; Art. 49: {})", crate::request::truncate(lb), ART46.join(", "), ART49.join(", ")),
+            format!(
+                "unknown legal basis `{}` (Art. 46: {}; Art. 49: {})",
+                crate::request::truncate(lb),
+                ART46.join(", "),
+                ART49.join(", ")
+            ),
         ));
     }
     let in_eea = |code: &str| adequacy.eea.iter().any(|e| e == code);
@@ -155,7 +216,9 @@ pub fn derive(manifest: &Manifest, adequacy: &Adequacy, req: &Request) -> Result
         let adequate = adequacy.adequate.iter().find(|a| a.code == f.destination);
         match adequate {
             Some(a) if a.condition.is_none() => ("adequacy", "adequacy-decision"),
-            Some(_) if recipient.is_some_and(|r| r.dpf_certified && r.country == f.destination) => ("adequacy", "eu-us-dpf"),
+            Some(_) if recipient.is_some_and(|r| r.dpf_certified && r.country == f.destination) => {
+                ("adequacy", "eu-us-dpf")
+            }
             _ => match c.legal_basis.as_deref() {
                 Some(lb) if ART46.contains(&lb) => ("art46", lb),
                 Some(lb) => ("art49", lb),

@@ -4,7 +4,12 @@
 //!   lock never decreases;
 //! - verified synthetic events never change authentic state.
 
-#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+#![allow(
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests"
+)]
 
 use portcullis_engine::{Bundle, MemoryStore};
 use proptest::prelude::*;
@@ -19,23 +24,43 @@ const START: i64 = 1_795_341_600; // 2026-11-22T10:00:00Z
 fn bundle() -> Bundle {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
     let mut files = Vec::new();
-    for name in ["portcullis.toml", "schema.cedarschema", "lockout.cedar", "access.cedar", "dlp.cedar", "entities.json"] {
-        files.push((name.to_string(), std::fs::read_to_string(root.join(name)).unwrap()));
+    for name in [
+        "portcullis.toml",
+        "schema.cedarschema",
+        "lockout.cedar",
+        "access.cedar",
+        "dlp.cedar",
+        "entities.json",
+    ] {
+        files.push((
+            name.to_string(),
+            std::fs::read_to_string(root.join(name)).unwrap(),
+        ));
     }
     Bundle::load(&files).unwrap_or_else(|p| panic!("{p:?}"))
 }
 
 #[derive(Debug, Clone)]
 struct Step {
-    kind: u8,       // 0 failure, 1 success, 2 plain request
+    kind: u8, // 0 failure, 1 success, 2 plain request
     synthetic: bool,
     ip: u8,
     advance: i64,
 }
 
 fn step() -> impl Strategy<Value = Step> {
-    (prop_oneof![6 => Just(0u8), 1 => Just(1u8), 3 => Just(2u8)], any::<bool>(), 0u8..3, prop_oneof![3 => Just(0i64), 2 => 1i64..120, 1 => 120i64..2000])
-        .prop_map(|(kind, synthetic, ip, advance)| Step { kind, synthetic, ip, advance })
+    (
+        prop_oneof![6 => Just(0u8), 1 => Just(1u8), 3 => Just(2u8)],
+        any::<bool>(),
+        0u8..3,
+        prop_oneof![3 => Just(0i64), 2 => 1i64..120, 1 => 120i64..2000],
+    )
+        .prop_map(|(kind, synthetic, ip, advance)| Step {
+            kind,
+            synthetic,
+            ip,
+            advance,
+        })
 }
 
 fn rank(stage: &str) -> u8 {
@@ -49,7 +74,10 @@ fn rank(stage: &str) -> u8 {
 }
 
 fn time(t: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(t).unwrap().format(&time::format_description::well_known::Rfc3339).unwrap()
+    time::OffsetDateTime::from_unix_timestamp(t)
+        .unwrap()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
 }
 
 proptest! {
@@ -100,14 +128,14 @@ proptest! {
                 // account_ip and ip observations are per address.
                 let id = if key == "account" { format!("{pathway}/{key}") } else { format!("{pathway}/{key}/{ip}") };
                 let succ = successes.get(&pathway).copied().unwrap_or(0);
-                if let Some((prev, prev_lu, prev_t, prev_succ)) = seen.get(&id) {
-                    if rank(&stage) < rank(prev) {
-                        let explained = *prev_succ != succ
-                            || (prev == "temporary_lock" && now >= *prev_lu)
-                            || ((prev == "challenge" || prev == "throttle") && now > *prev_t);
-                        prop_assert!(prev != "hard_lock", "{id}: a hard lock fell to {stage}");
-                        prop_assert!(explained, "{id}: {prev} fell to {stage} at +{}s with no success or expiry", now - prev_t);
-                    }
+                if let Some((prev, prev_lu, prev_t, prev_succ)) = seen.get(&id)
+                    && rank(&stage) < rank(prev)
+                {
+                    let explained = *prev_succ != succ
+                        || (prev == "temporary_lock" && now >= *prev_lu)
+                        || ((prev == "challenge" || prev == "throttle") && now > *prev_t);
+                    prop_assert!(prev != "hard_lock", "{id}: a hard lock fell to {stage}");
+                    prop_assert!(explained, "{id}: {prev} fell to {stage} at +{}s with no success or expiry", now - prev_t);
                 }
                 seen.insert(id, (stage, locked_until, now, succ));
             }

@@ -342,12 +342,17 @@ fn check(cli: &Cli, dir: &Path, with_decisions: bool) -> Result<u8> {
 fn pack(cli: &Cli, dir: &Path, output: &Path) -> Result<u8> {
     let mut backend = Backend::new(cli)?;
     let files = bundle_dir::read(dir)?;
-    let Some(info) = load_or_report(cli, &mut backend, dir)? else { return Ok(2) };
+    let Some(info) = load_or_report(cli, &mut backend, dir)? else {
+        return Ok(2);
+    };
     let report = backend.run_cases()?;
     if report.failed > 0 {
         for c in report.cases.iter().filter(|c| !c.passed) {
             for f in &c.failures {
-                eprintln!("FAIL {} :: {} step {}: {}", c.file, c.name, f.step, f.message);
+                eprintln!(
+                    "FAIL {} :: {} step {}: {}",
+                    c.file, c.name, f.step, f.message
+                );
             }
         }
         eprintln!("not packed: {} case(s) fail", report.failed);
@@ -358,8 +363,16 @@ fn pack(cli: &Cli, dir: &Path, output: &Path) -> Result<u8> {
     if output == Path::new("-") {
         println!("{text}");
     } else {
-        std::fs::write(output, text + "\n").with_context(|| format!("cannot write `{}`", output.display()))?;
-        eprintln!("packed {} {} ({} files, hash {}) into {}", info.name, info.version, doc.files.len(), info.hash, output.display());
+        std::fs::write(output, text + "\n")
+            .with_context(|| format!("cannot write `{}`", output.display()))?;
+        eprintln!(
+            "packed {} {} ({} files, hash {}) into {}",
+            info.name,
+            info.version,
+            doc.files.len(),
+            info.hash,
+            output.display()
+        );
     }
     Ok(0)
 }

@@ -125,12 +125,7 @@ fn check_names_file_and_line_for_three_distinct_errors() {
         );
     }
     // The offending text is quoted under each.
-    assert!(
-        err.contains(
-            "| context.lockout.failurs >= 1"
-        ),
-        "{err}"
-    );
+    assert!(err.contains("| context.lockout.failurs >= 1"), "{err}");
     // JSON output carries the same, machine-readable.
     let out = run(&["--format", "json", "check", &dir.to_string_lossy()], None);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
