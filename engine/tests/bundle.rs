@@ -266,10 +266,20 @@ fn decisions_fail_closed_on_store_faults() {
 
 #[test]
 fn no_token_reaches_the_decision_or_audit() {
-    let Ok(bundle) = Bundle::load(&default_files()) else { panic!("default bundle refused") };
+    let Ok(bundle) = Bundle::load(&default_files()) else {
+        panic!("default bundle refused")
+    };
     // The trusted HS256 test issuer's token, and a forged one.
-    let cases = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/tests/lockout/synthetic.yaml")).unwrap_or_default();
-    let tokens: Vec<&str> = cases.split_whitespace().filter(|w| w.starts_with("eyJ")).map(|w| w.trim_end_matches(['}', ','])).collect();
+    let cases = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../policies/tests/lockout/synthetic.yaml"),
+    )
+    .unwrap_or_default();
+    let tokens: Vec<&str> = cases
+        .split_whitespace()
+        .filter(|w| w.starts_with("eyJ"))
+        .map(|w| w.trim_end_matches(['}', ',']))
+        .collect();
     assert!(tokens.len() >= 8, "tokens found: {}", tokens.len());
     for token in tokens {
         let req = serde_json::json!({
@@ -278,25 +288,42 @@ fn no_token_reaches_the_decision_or_audit() {
             "context": {"ip": "203.0.113.7", "synthetic": {"marker": true, "provenance": token}},
             "event": "auth_failure", "now": "2026-11-22T10:00:00Z"
         });
-        let out = bundle.decide(&req.to_string(), &mut MemoryStore::new()).to_json();
+        let out = bundle
+            .decide(&req.to_string(), &mut MemoryStore::new())
+            .to_json();
         let signature = token.rsplit('.').next().unwrap_or(token);
         let claims = token.split('.').nth(1).unwrap_or(token);
-        assert!(!out.contains(token) && !out.contains(claims), "a token reached the decision: {out}");
-        assert!(signature.is_empty() || !out.contains(signature), "a signature reached the decision: {out}");
+        assert!(
+            !out.contains(token) && !out.contains(claims),
+            "a token reached the decision: {out}"
+        );
+        assert!(
+            signature.is_empty() || !out.contains(signature),
+            "a signature reached the decision: {out}"
+        );
     }
 }
 
 #[test]
 fn packed_bundles_load_and_tampering_is_refused() {
     let files = default_files();
-    let Ok(bundle) = Bundle::load(&files) else { panic!("default bundle refused") };
+    let Ok(bundle) = Bundle::load(&files) else {
+        panic!("default bundle refused")
+    };
     let packed = portcullis_engine::bundle::Packed::new(bundle.info(), files);
     let text = serde_json::to_string(&packed).unwrap_or_default();
     let loaded = portcullis_engine::bundle::Packed::load(&text).map(|b| b.info().hash.clone());
     assert_eq!(loaded.as_deref().ok(), Some(bundle.info().hash.as_str()));
-    let tampered = text.replace("ten failed", "eleven failed").replace("login permitted", "login permitted!");
-    let err = portcullis_engine::bundle::Packed::load(&tampered).err().unwrap_or_default();
-    assert!(err.iter().any(|p| p.message.contains("does not match")), "{err:?}");
+    let tampered = text
+        .replace("ten failed", "eleven failed")
+        .replace("login permitted", "login permitted!");
+    let err = portcullis_engine::bundle::Packed::load(&tampered)
+        .err()
+        .unwrap_or_default();
+    assert!(
+        err.iter().any(|p| p.message.contains("does not match")),
+        "{err:?}"
+    );
     let wrong = text.replace("portcullis-bundle/1", "portcullis-bundle/9");
     assert!(portcullis_engine::bundle::Packed::load(&wrong).is_err());
 }

@@ -86,6 +86,46 @@ fn decide(c: &mut Criterion) {
         g.finish();
     }
 
+    // An access token verified by the engine (RS256), against the same read
+    // without one. The signature check is cached per (key, token) after the
+    // first; `first-verify` pays it every time (a fresh bundle per batch).
+    let token = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/tests/access/token.yaml"),
+    )
+    .unwrap_or_default()
+    .split_whitespace()
+    .find(|w| w.starts_with("eyJ"))
+    .map(|w| w.trim_end_matches(['}', ',']).to_string())
+    .unwrap_or_default();
+    let with_token = READ.replace(
+        "\"context\":{",
+        &format!("\"context\":{{\"token\":\"{token}\","),
+    );
+    let mut g = c.benchmark_group("decide/read-with-rs256-token");
+    let mut store = MemoryStore::new();
+    g.bench_function("native", |b| {
+        b.iter(|| black_box(bundle.decide(black_box(&with_token), &mut store).to_json()))
+    });
+    g.bench_function("guest", |b| {
+        b.iter(|| black_box(guest.decide(black_box(&with_token))))
+    });
+    g.bench_function("native-first-verify", |b| {
+        b.iter_batched(
+            || std::thread::spawn(|| ()).join(),
+            |_| {
+                // A new thread has an empty signature cache.
+                let (bundle, req) = (&bundle, &with_token);
+                std::thread::scope(|s| {
+                    s.spawn(|| black_box(bundle.decide(req, &mut MemoryStore::new()).to_json()))
+                        .join()
+                        .ok()
+                })
+            },
+            criterion::BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+
     // A failure event: one read and one compare-and-set through the store.
     let failure = LOGIN.replace("\"now\"", "\"event\":\"auth_failure\",\"now\"");
     let mut g = c.benchmark_group("decide/auth_failure");
