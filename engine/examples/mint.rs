@@ -12,7 +12,8 @@ fn main() -> Result<(), String> {
     let [alg, key, claims, rest @ ..] = args.as_slice() else {
         return Err("usage: mint ALG KEY CLAIMS_JSON [KID]".into());
     };
-    let claims: serde_json::Value = serde_json::from_str(claims).map_err(|e| format!("claims: {e}"))?;
+    let claims: serde_json::Value =
+        serde_json::from_str(claims).map_err(|e| format!("claims: {e}"))?;
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     if alg == "none" {
         let header = b64.encode(br#"{"alg":"none","typ":"JWT"}"#);
@@ -24,22 +25,36 @@ fn main() -> Result<(), String> {
         "HS256" => {
             let secret = match key.strip_prefix('@') {
                 Some(path) => std::fs::read(path).map_err(|e| format!("{path}: {e}"))?,
-                None => base64::engine::general_purpose::STANDARD.decode(key).map_err(|e| format!("secret: {e}"))?,
+                None => base64::engine::general_purpose::STANDARD
+                    .decode(key)
+                    .map_err(|e| format!("secret: {e}"))?,
             };
             (Algorithm::HS256, EncodingKey::from_secret(&secret))
         }
         other => {
             let pem = std::fs::read(key).map_err(|e| format!("{key}: {e}"))?;
             match other {
-                "EdDSA" => (Algorithm::EdDSA, EncodingKey::from_ed_pem(&pem).map_err(|e| e.to_string())?),
-                "ES256" => (Algorithm::ES256, EncodingKey::from_ec_pem(&pem).map_err(|e| e.to_string())?),
-                "RS256" => (Algorithm::RS256, EncodingKey::from_rsa_pem(&pem).map_err(|e| e.to_string())?),
+                "EdDSA" => (
+                    Algorithm::EdDSA,
+                    EncodingKey::from_ed_pem(&pem).map_err(|e| e.to_string())?,
+                ),
+                "ES256" => (
+                    Algorithm::ES256,
+                    EncodingKey::from_ec_pem(&pem).map_err(|e| e.to_string())?,
+                ),
+                "RS256" => (
+                    Algorithm::RS256,
+                    EncodingKey::from_rsa_pem(&pem).map_err(|e| e.to_string())?,
+                ),
                 _ => return Err(format!("unknown algorithm {other}")),
             }
         }
     };
     let mut header = Header::new(algorithm);
     header.kid = rest.first().cloned();
-    println!("{}", encode(&header, &claims, &key).map_err(|e| e.to_string())?);
+    println!(
+        "{}",
+        encode(&header, &claims, &key).map_err(|e| e.to_string())?
+    );
     Ok(())
 }
