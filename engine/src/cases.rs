@@ -52,6 +52,15 @@ pub struct Expect {
     /// `{synthetic: {status: unverified, failure: expired}}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub facts: Option<Value>,
+    /// The kinds of the DLP findings, in order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub findings: Option<Vec<String>>,
+    /// The redacted body, byte for byte.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redacted_body: Option<String>,
+    /// The fields minimisation drops.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropped_fields: Option<Vec<String>>,
     /// The decision is a fault whose error names this field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_field: Option<String>,
@@ -403,6 +412,36 @@ fn check(step: usize, e: &Expect, decision: &str, failures: &mut Vec<Failure>) {
         && d["pathway"].as_str() != Some(p)
     {
         fail(format!("expected pathway {p}, got {}", d["pathway"]));
+    }
+    if let Some(want) = &e.findings {
+        let got: Vec<&str> = d["findings"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|f| f["kind"].as_str())
+            .collect();
+        if got != want.iter().map(String::as_str).collect::<Vec<_>>() {
+            fail(format!("expected findings {want:?}, got {got:?}"));
+        }
+    }
+    if let Some(want) = &e.redacted_body
+        && d["redacted_body"].as_str() != Some(want.as_str())
+    {
+        fail(format!(
+            "expected redacted body {want:?}, got {}",
+            d["redacted_body"]
+        ));
+    }
+    if let Some(want) = &e.dropped_fields {
+        let got: Vec<&str> = d["dropped_fields"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|f| f.as_str())
+            .collect();
+        if got != want.iter().map(String::as_str).collect::<Vec<_>>() {
+            fail(format!("expected dropped fields {want:?}, got {got:?}"));
+        }
     }
     if let Some(st) = &e.stage
         && d["stage"].as_str() != Some(st)

@@ -57,6 +57,10 @@ pub struct Facts {
     pub inference: crate::rate::InferFacts,
     /// Just-in-time access.
     pub jit: crate::jit::JitFacts,
+    /// DLP scan of the body (None: no body).
+    pub dlp: Option<crate::dlp::ScanResult>,
+    /// Fields the flow's minimisation drops.
+    pub dropped_fields: Vec<String>,
 }
 
 impl Facts {
@@ -80,6 +84,8 @@ impl Facts {
             scrape: Default::default(),
             inference: Default::default(),
             jit: Default::default(),
+            dlp: None,
+            dropped_fields: Vec::new(),
         }
     }
 
@@ -153,6 +159,14 @@ impl Facts {
                 "expires": self.jit.expires,
                 "self_approval": self.jit.self_approval,
             },
+            "dlp": self.dlp.as_ref().map(|d| json!({
+                "kinds": d.kinds(),
+                "count": d.count(),
+                "max_confidence": d.max_confidence(),
+                "model_weights": d.model_weights(),
+                "oversize": d.oversize,
+            })),
+            "dropped_fields": self.dropped_fields,
             "inference": {
                 "queries": self.inference.queries,
                 "distinct_inputs": self.inference.distinct_inputs,
@@ -293,6 +307,34 @@ pub fn build(req: &Request, facts: &Facts) -> Result<Vec<(String, Rx)>, String> 
             ("distinct_inputs", Rx::new_long(i.distinct_inputs)),
             ("probes", Rx::new_long(i.probes)),
             ("probe_ratio", Rx::new_long(i.probe_ratio)),
+        ])?,
+    ));
+    let empty = crate::dlp::ScanResult::default();
+    let d = facts.dlp.as_ref().unwrap_or(&empty);
+    pairs.push((
+        "dlp".to_string(),
+        record(vec![
+            ("scanned", Rx::new_bool(facts.dlp.is_some())),
+            (
+                "kinds",
+                Rx::new_set(d.kinds().into_iter().map(Rx::new_string)),
+            ),
+            ("count", Rx::new_long(d.count() as i64)),
+            (
+                "max_confidence",
+                Rx::new_long(i64::from(d.max_confidence())),
+            ),
+            ("model_weights", Rx::new_bool(d.model_weights())),
+            ("oversize", Rx::new_bool(d.oversize)),
+            (
+                "dropped_fields",
+                Rx::new_set(
+                    facts
+                        .dropped_fields
+                        .iter()
+                        .map(|f| Rx::new_string(f.clone())),
+                ),
+            ),
         ])?,
     ));
     let j = &facts.jit;

@@ -109,6 +109,16 @@ pub struct Decision {
     pub alert_threshold: Option<u32>,
     /// Retry advice for clients, on decisions that are not allowed.
     pub retry: Option<RetryAdvice>,
+    /// DLP findings: kind, offset, length, confidence, digest (never the text).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub findings: Vec<crate::dlp::Finding>,
+    /// The body with findings masked, when the outcome is `redact` (text,
+    /// or base64 when the request gave `body_base64`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redacted_body: Option<String>,
+    /// Fields the flow's minimisation drops from what is sent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dropped_fields: Vec<String>,
     /// The fault that forced a deny, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<DecisionError>,
@@ -143,6 +153,9 @@ impl Decision {
             stage: Stage::None.as_str().to_string(),
             alert_threshold: None,
             retry: None,
+            findings: Vec::new(),
+            redacted_body: None,
+            dropped_fields: Vec::new(),
             error: Some(DecisionError {
                 kind: kind.to_string(),
                 message: message.clone(),
@@ -269,6 +282,26 @@ impl Bundle {
             transfer,
             ..Facts::empty(now)
         };
+        match self.body_bytes(req) {
+            Ok(Some(body)) if self.manifest.dlp.enabled => {
+                facts.dlp = Some(crate::dlp::scan(&self.manifest.dlp, &body))
+            }
+            Ok(_) => {}
+            Err(e) => return Decision::invalid(e, request_text),
+        }
+        if let (Some(flow), Some(fields)) = (&req.context.flow, &req.context.fields) {
+            match crate::dlp::minimise(
+                &self.manifest.dlp,
+                flow,
+                req.context.module.as_deref(),
+                fields,
+            ) {
+                Ok((_, dropped)) => facts.dropped_fields = dropped,
+                Err(e) => {
+                    return Decision::invalid(RequestError::field("context.flow", e), request_text);
+                }
+            }
+        }
 
         // State: one batched read of every key the request needs; then one
         // batched compare-and-set per round, retried from the conflicting
@@ -492,6 +525,31 @@ impl Bundle {
             Context::from_pairs(context::build(&req, &facts)?).map_err(|e| e.to_string())?;
         cedar_policy::Request::new(q.principal, q.action, q.resource, context, None)
             .map_err(|e| e.to_string())
+    }
+
+    fn body_bytes(&self, req: &Request) -> Result<Option<Vec<u8>>, RequestError> {
+        use base64::Engine as _;
+        match (&req.body, &req.body_base64) {
+            (Some(t), _) => Ok(Some(t.as_bytes().to_vec())),
+            (None, Some(b)) => base64::engine::general_purpose::STANDARD
+                .decode(b.trim())
+                .map(Some)
+                .map_err(|e| RequestError::field("body_base64", format!("not base64: {e}"))),
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// The body with the findings masked per the manifest.
+    fn redacted(&self, req: &Request, facts: &Facts) -> Option<String> {
+        use base64::Engine as _;
+        let d = facts.dlp.as_ref()?;
+        let body = self.body_bytes(req).ok().flatten()?;
+        let out = crate::dlp::redact(&self.manifest.dlp, &body, &d.findings);
+        if req.body.is_some() {
+            Some(String::from_utf8_lossy(&out).into_owned())
+        } else {
+            Some(base64::engine::general_purpose::STANDARD.encode(out))
+        }
     }
 
     /// Advance one slot from its current entry: the write (if any) and
@@ -828,6 +886,17 @@ impl Bundle {
             stage: stage.as_str().to_string(),
             alert_threshold: rule.map(|r| r.alert_threshold),
             retry,
+            findings: facts
+                .dlp
+                .as_ref()
+                .map(|d| d.findings.clone())
+                .unwrap_or_default(),
+            redacted_body: if outcome == Outcome::Redact {
+                self.redacted(req, facts)
+            } else {
+                None
+            },
+            dropped_fields: facts.dropped_fields.clone(),
             error,
             audit,
         }

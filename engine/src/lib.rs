@@ -14,6 +14,7 @@ pub mod bundle;
 pub mod cases;
 mod context;
 pub mod decision;
+pub mod dlp;
 pub mod error;
 pub mod jit;
 pub mod jwt;

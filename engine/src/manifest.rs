@@ -42,6 +42,9 @@ pub struct Manifest {
     /// Just-in-time admin access.
     #[serde(default)]
     pub jit: crate::jit::JitSection,
+    /// DLP detectors, redaction and field minimisation.
+    #[serde(default)]
+    pub dlp: crate::dlp::DlpConfig,
 }
 
 /// `[oauth]`.
@@ -494,6 +497,9 @@ impl Manifest {
                     format!("oauth.issuers[{i}] (`{}`): {e}", key.issuer),
                 ));
             }
+        }
+        if let Err(e) = self.dlp.validate() {
+            return Err(BundleProblem::at(ProblemKind::Manifest, at("[dlp"), format!("dlp: {e}")));
         }
         if self.oauth.leeway > Duration::from_secs(300) {
             return Err(BundleProblem::at(
