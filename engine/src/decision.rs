@@ -666,30 +666,19 @@ impl Bundle {
         facts: &Facts,
         request_text: &str,
     ) -> Decision {
-        let pairs = match context::build(req, facts) {
-            Ok(p) => p,
-            Err(e) => {
-                return self.conclude_fault(
-                    req,
-                    q,
-                    facts,
-                    request_text,
-                    "engine-fault",
-                    format!("cannot build context: {e}"),
-                    None,
-                );
-            }
-        };
-        let context = match Context::from_pairs(pairs) {
+        let context = match context::build(req, facts)
+            .and_then(|p| Context::from_pairs(p).map_err(|e| e.to_string()))
+        {
             Ok(c) => c,
             Err(e) => {
+                let message = format!("cannot build context: {e}");
                 return self.conclude_fault(
                     req,
                     q,
                     facts,
                     request_text,
                     "engine-fault",
-                    format!("cannot build context: {e}"),
+                    message,
                     None,
                 );
             }

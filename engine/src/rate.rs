@@ -113,6 +113,15 @@ struct Bucket {
     t: i64,
 }
 
+/// The write that stores `value` over `entry` (compare-and-set on its version).
+fn put<T: Serialize>(entry: &Entry, value: &T) -> Write {
+    Write {
+        key: entry.key.clone(),
+        value: serde_json::to_string(value).ok(),
+        expected_version: entry.version,
+    }
+}
+
 /// The bucket class of an action.
 pub fn class_of<'a>(section: &'a RateSection, action: &str) -> Option<(&'a String, &'a RateClass)> {
     section
@@ -161,15 +170,7 @@ pub fn bucket_step(
     }
     b.n -= 1;
     facts.remaining = b.n;
-    let value = serde_json::to_string(&b).ok();
-    (
-        Some(Write {
-            key: entry.key.clone(),
-            value,
-            expected_version: entry.version,
-        }),
-        facts,
-    )
+    (Some(put(entry, &b)), facts)
 }
 
 /// Scraping facts.
@@ -252,15 +253,7 @@ pub fn scrape_step(
         distinct_records: s.r.len() as i64,
         walk_length: walk,
     };
-    let value = serde_json::to_string(&s).ok();
-    (
-        Some(Write {
-            key: entry.key.clone(),
-            value,
-            expected_version: entry.version,
-        }),
-        facts,
-    )
+    (Some(put(entry, &s)), facts)
 }
 
 /// Model-extraction facts for (principal, model).
@@ -341,15 +334,7 @@ pub fn infer_step(
         probes,
         probe_ratio: probes * 100 / queries.max(1),
     };
-    let value = serde_json::to_string(&s).ok();
-    (
-        Some(Write {
-            key: entry.key.clone(),
-            value,
-            expected_version: entry.version,
-        }),
-        facts,
-    )
+    (Some(put(entry, &s)), facts)
 }
 
 /// Does this request touch a record (for scraping)?
