@@ -499,7 +499,11 @@ impl Manifest {
             }
         }
         if let Err(e) = self.dlp.validate() {
-            return Err(BundleProblem::at(ProblemKind::Manifest, at("[dlp"), format!("dlp: {e}")));
+            return Err(BundleProblem::at(
+                ProblemKind::Manifest,
+                at("[dlp"),
+                format!("dlp: {e}"),
+            ));
         }
         if self.oauth.leeway > Duration::from_secs(300) {
             return Err(BundleProblem::at(

@@ -585,9 +585,9 @@ fn broken_variant() -> String {
             .into(),
     ));
     let packed = pack_unchecked(&files, "portcullis-default", "broken");
-    let problems = portcullis_engine::bundle::Packed::load(&packed)
-        .err()
-        .expect("the broken bundle must be refused");
+    let Err(problems) = portcullis_engine::bundle::Packed::load(&packed) else {
+        panic!("the broken bundle must be refused");
+    };
     let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
     assert!(
         text.iter().any(|p| p.contains("failurs")),
