@@ -407,7 +407,7 @@ impl HttpContext for Filter {
                 Action::Continue
             }
             Ok(mapped) => {
-                let text = Value::Object(mapped.request.clone()).to_string();
+                let text = serde_json::to_string(&mapped.request).unwrap_or_default();
                 let login = mapped.login.then_some(mapped.request);
                 self.act(&loaded, &text, login)
             }
@@ -438,9 +438,21 @@ impl HttpContext for Filter {
             Err(_) => return self.send(respond::refusal("error: engine-fault"), None),
         };
         self.body = Some((body.len(), mapping::add_body(&mut mapped.request, &body)));
-        let text = Value::Object(mapped.request.clone()).to_string();
+        let text = serde_json::to_string(&mapped.request).unwrap_or_default();
         let login = mapped.login.then_some(mapped.request);
         self.act(&loaded, &text, login)
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        // A body still waiting for its decision must not slip through
+        // behind trailers: refuse rather than pass it undecided.
+        if self.pending.take().is_some() {
+            return self.send(
+                respond::refusal("error: request trailers after an inspected body"),
+                None,
+            );
+        }
+        Action::Continue
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
