@@ -72,7 +72,30 @@ pub struct Packed {
     pub hash: String,
     /// The files, by name.
     pub files: BTreeMap<String, String>,
+    /// A detached signature over `hash`, added by `portcullis sign` or
+    /// `portcullis pack --sign` (checked by the host that installs the
+    /// bundle, never by the engine; not part of the hash).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<BundleSignature>,
 }
+
+/// A signature over a bundle's content hash: the `bundle.sig` file of a
+/// bundle directory, or the `signature` member of a packed bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundleSignature {
+    /// Always `ed25519`.
+    pub alg: String,
+    /// First 16 hex digits of the SHA-256 of the signer's raw public key.
+    pub key_id: String,
+    /// The signature over the 64 ASCII hex digits of the content hash, base64.
+    pub signature: String,
+}
+
+/// The name of a bundle directory's signature file. Hosts read bundle
+/// files by extension (`.toml`, `.cedar` …), so it is never one of the
+/// files passed to `load` nor part of the content hash.
+pub const SIGNATURE_FILE: &str = "bundle.sig";
 
 /// The format tag of packed bundles.
 pub const PACKED_FORMAT: &str = "portcullis-bundle/1";
@@ -86,11 +109,35 @@ impl Packed {
             version: info.version.clone(),
             hash: info.hash.clone(),
             files: files.into_iter().collect(),
+            signature: None,
         }
     }
 
     /// Read a packed document and load it, checking format and hash.
     pub fn load(text: &str) -> Result<Bundle, Vec<BundleProblem>> {
+        if text.len() > MAX_BUNDLE_BYTES.saturating_mul(2) {
+            // JSON escaping at most doubles typical text; the files' own
+            // total is checked against MAX_BUNDLE_BYTES by `Bundle::load`.
+            return Err(vec![BundleProblem::new(
+                ProblemKind::Limit,
+                format!(
+                    "packed bundle is {} bytes, over the limit of {}",
+                    text.len(),
+                    MAX_BUNDLE_BYTES.saturating_mul(2)
+                ),
+            )]);
+        }
+        if let Err(p) = crate::guard::check(text, crate::limits::MAX_JSON_DEPTH) {
+            let kind = if p.limit {
+                ProblemKind::Limit
+            } else {
+                ProblemKind::MissingFile
+            };
+            return Err(vec![BundleProblem::new(
+                kind,
+                format!("not a packed bundle: at `{}`: {}", p.path, p.message),
+            )]);
+        }
         let packed: Packed = serde_json::from_str(text).map_err(|e| {
             vec![BundleProblem::new(
                 ProblemKind::MissingFile,
@@ -169,12 +216,20 @@ pub struct Bundle {
     pub(crate) oauth_keys: Vec<crate::jwt::Verifier>,
     /// The adequacy list (`adequacy.json`), empty when absent.
     pub(crate) adequacy: crate::transfer::Adequacy,
+    /// The data-flow inventory (`flows.yaml`), when the bundle has one.
+    pub(crate) inventory: Option<crate::flows::Inventory>,
     /// Per action, only the policies whose action scope can match it. Cedar
     /// evaluates every policy it is given; a policy whose scope excludes the
     /// action cannot be satisfied (nor err), so the decision is the same
     /// and cost follows the policies of one action, not the whole bundle.
     /// Empty when the schema has action groups (then the whole set is used).
     pub(crate) by_action: HashMap<String, PolicySet>,
+    /// Per action, what its policies read of the context (the whole set's
+    /// needs in `needs_all` when `by_action` is empty).
+    pub(crate) needs: HashMap<String, crate::context::Needs>,
+    pub(crate) needs_all: crate::context::Needs,
+    /// Cedar's answers for requests seen before (see [`crate::memo`]).
+    pub(crate) memo: crate::memo::Memo,
 }
 
 /// An action and what it applies to.
@@ -202,6 +257,7 @@ impl Bundle {
         let mut policy_files = Vec::new();
         let mut entities_file = None;
         let mut adequacy_file = None;
+        let mut flows_file = None;
         let mut case_files = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for (name, text) in files {
@@ -219,6 +275,8 @@ impl Bundle {
                 entities_file = Some((name, text));
             } else if name == crate::transfer::ADEQUACY_FILE {
                 adequacy_file = Some((name, text));
+            } else if name == crate::flows::FLOWS_FILE {
+                flows_file = Some((name, text));
             } else if name.starts_with("tests/")
                 && (name.ends_with(".yaml") || name.ends_with(".yml"))
             {
@@ -232,7 +290,7 @@ impl Bundle {
                     ProblemKind::MissingFile,
                     Location::file(name),
                     format!(
-                        "unexpected file `{name}` (a bundle holds {MANIFEST_FILE}, *.cedarschema, *.cedar, {ENTITIES_FILE}, {} and tests/*.yaml)", crate::transfer::ADEQUACY_FILE
+                        "unexpected file `{name}` (a bundle holds {MANIFEST_FILE}, *.cedarschema, *.cedar, {ENTITIES_FILE}, {}, {} and tests/*.yaml)", crate::transfer::ADEQUACY_FILE, crate::flows::FLOWS_FILE
                     ),
                 ));
             }
@@ -480,12 +538,23 @@ impl Bundle {
         // Static entities.
         let entities = match entities_file {
             None => Entities::empty(),
-            Some((name, text)) => match Entities::from_json_str(text, Some(&schema)) {
-                Ok(e) => e,
-                Err(e) => {
-                    problems.push(entity_problem(name, text, &e));
+            Some((name, text)) => match crate::guard::check(text, crate::limits::MAX_JSON_DEPTH)
+                .and_then(|()| {
+                    crate::guard::entity_hierarchy(text, crate::limits::MAX_ENTITY_DEPTH)
+                }) {
+                // Duplicate keys, deep nesting, deep or cyclic hierarchies
+                // are refused before Cedar reads the file.
+                Err(p) => {
+                    problems.push(guard_problem(ProblemKind::Entities, name, text, &p));
                     Entities::empty()
                 }
+                Ok(()) => match Entities::from_json_str(text, Some(&schema)) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        problems.push(entity_problem(name, text, &e));
+                        Entities::empty()
+                    }
+                },
             },
         };
 
@@ -515,8 +584,19 @@ impl Bundle {
             .collect();
 
         let by_action = index_by_action(&schema, &policies, &actions);
+        let needs: HashMap<String, crate::context::Needs> = by_action
+            .iter()
+            .map(|(name, set)| (name.clone(), crate::context::Needs::of(set.policies())))
+            .collect();
+        let needs_all = crate::context::Needs::of(policies.policies());
         let adequacy = match adequacy_file {
             None => crate::transfer::Adequacy::default(),
+            Some((name, text))
+                if let Err(p) = crate::guard::check(text, crate::limits::MAX_JSON_DEPTH) =>
+            {
+                problems.push(guard_problem(ProblemKind::Manifest, name, text, &p));
+                crate::transfer::Adequacy::default()
+            }
             Some((name, text)) => crate::transfer::Adequacy::parse(text).unwrap_or_else(|e| {
                 problems.push(BundleProblem::at(
                     ProblemKind::Manifest,
@@ -533,6 +613,53 @@ impl Bundle {
             match CaseFile::parse(name, text) {
                 Ok(c) => cases.push(c),
                 Err(p) => problems.push(p),
+            }
+        }
+
+        // The inventory, the control map and revocations: each reference
+        // must resolve (policy ids, cases, regions, keys).
+        let inventory = match flows_file {
+            None => None,
+            Some((name, text)) => match crate::flows::Inventory::parse(name, text) {
+                Ok(inv) => {
+                    problems.extend(inv.validate(&manifest));
+                    Some(inv)
+                }
+                Err(p) => {
+                    problems.push(p);
+                    None
+                }
+            },
+        };
+        let has_policy = |id: &str| meta.contains_key(&PolicyId::new(id));
+        problems.extend(crate::controls::validate(
+            &manifest.controls,
+            &has_policy,
+            &cases,
+            mname,
+            mtext,
+        ));
+        let mut synthetic_keys = synthetic_keys;
+        let mut oauth_keys = oauth_keys;
+        let kids: Vec<String> = synthetic_keys
+            .iter()
+            .chain(oauth_keys.iter())
+            .filter_map(|k| k.kid().map(str::to_string))
+            .collect();
+        problems.extend(crate::revocation::validate(
+            &manifest.revocations,
+            &has_policy,
+            &kids,
+            mname,
+            mtext,
+        ));
+        for key in synthetic_keys.iter_mut().chain(oauth_keys.iter_mut()) {
+            let revoked = manifest
+                .revocations
+                .iter()
+                .any(|r| r.kind == "key" && key.kid() == Some(r.id.as_str()));
+            if revoked {
+                key.revoke();
             }
         }
 
@@ -561,7 +688,7 @@ impl Bundle {
             policy_ids,
             case_count: cases.iter().map(|c| c.cases.len() as u32).sum(),
         };
-        Ok(Bundle {
+        let bundle = Bundle {
             manifest,
             policies,
             meta,
@@ -574,7 +701,16 @@ impl Bundle {
             oauth_keys,
             adequacy,
             by_action,
-        })
+            needs,
+            needs_all,
+            memo: crate::memo::Memo::default(),
+            inventory,
+        };
+        let problems = bundle.check_flow_requests();
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(bundle)
     }
 
     /// What this bundle is.
@@ -590,6 +726,39 @@ impl Bundle {
     /// The case files.
     pub fn case_files(&self) -> &[CaseFile] {
         &self.cases
+    }
+
+    /// Turn the memory of Cedar's answers on (the default) or off (to
+    /// measure what evaluating costs), and how it has done so far.
+    #[doc(hidden)]
+    pub fn set_memo(&self, on: bool) {
+        self.memo.set_enabled(on);
+    }
+
+    /// Build the whole context for every decision (off) instead of only
+    /// what the action's policies read (on, the default): to test that
+    /// both decide alike.
+    #[doc(hidden)]
+    pub fn set_projection(&self, on: bool) {
+        self.memo.set_projection(on);
+    }
+
+    /// What each action's policies read of the context, as dotted paths.
+    #[doc(hidden)]
+    pub fn context_reads(&self) -> BTreeMap<String, Vec<String>> {
+        self.actions
+            .keys()
+            .map(|a| {
+                let n = self.needs.get(a).unwrap_or(&self.needs_all);
+                (a.clone(), n.paths())
+            })
+            .collect()
+    }
+
+    /// Hits and misses of the memory of Cedar's answers.
+    #[doc(hidden)]
+    pub fn memo_stats(&self) -> crate::memo::MemoStats {
+        self.memo.stats()
     }
 
     /// The parsed policies and entities, for benchmarks that compare with
@@ -764,6 +933,33 @@ fn diagnostic_problem(
         _ if !file.is_empty() => BundleProblem::at(kind, Location::file(file), message),
         _ => BundleProblem::new(kind, message),
     }
+}
+
+/// A problem the JSON guard found in a bundle file, located at the first
+/// occurrence of the key or entity it names.
+fn guard_problem(
+    kind: ProblemKind,
+    file: &str,
+    text: &str,
+    p: &crate::guard::Problem,
+) -> BundleProblem {
+    let kind = if p.limit { ProblemKind::Limit } else { kind };
+    let needle = p
+        .path
+        .rsplit(['.', ':'])
+        .next()
+        .unwrap_or("")
+        .trim_matches('"');
+    let off = (!needle.is_empty())
+        .then(|| text.find(&format!("\"{needle}\"")))
+        .flatten()
+        .unwrap_or(0);
+    let message = if p.path.is_empty() {
+        p.message.clone()
+    } else {
+        format!("at `{}`: {}", p.path, p.message)
+    };
+    BundleProblem::at(kind, Location::at_offset(file, text, off), message)
 }
 
 /// Entity errors carry no span: find the entity's uid in the text.

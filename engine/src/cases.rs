@@ -55,6 +55,11 @@ pub struct Expect {
     /// The kinds of the DLP findings, in order.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub findings: Option<Vec<String>>,
+    /// The DLP findings with where they are, in order: each
+    /// `{kind, offset, length}` (offsets count from the body's start, also
+    /// for `body_chunks`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finding_spans: Option<Vec<FindingSpan>>,
     /// The redacted body, byte for byte.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redacted_body: Option<String>,
@@ -67,6 +72,18 @@ pub struct Expect {
     /// The decision is a fault of this kind (`invalid-request` …).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_kind: Option<String>,
+}
+
+/// A finding's kind and place, as a case expects it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FindingSpan {
+    /// Detector kind.
+    pub kind: String,
+    /// Byte offset in the body.
+    pub offset: u64,
+    /// Length in bytes.
+    pub length: u64,
 }
 
 fn some_null<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
@@ -200,11 +217,14 @@ impl CaseFile {
                         ),
                     ));
                 }
-                if !step.request.is_object() {
+                if !(step.request.is_object() || step.request.is_string()) {
                     return Err(BundleProblem::at(
                         ProblemKind::CaseFile,
                         at_name(&case.name),
-                        format!("case `{}`: a request must be a mapping", case.name),
+                        format!(
+                            "case `{}`: a request must be a mapping (or a string: its JSON text as sent)",
+                            case.name
+                        ),
                     ));
                 }
             }
@@ -249,6 +269,16 @@ fn merge(defaults: &Value, request: &Value) -> Value {
         }
     }
     Value::Object(out)
+}
+
+/// The text a host sends for a step's request: a mapping as JSON, a
+/// string as it is (malformed or hostile JSON that a mapping cannot
+/// express: duplicate keys, deep nesting, numbers beyond 64 bits).
+pub fn request_text(request: &Value) -> String {
+    match request {
+        Value::String(text) => text.clone(),
+        other => other.to_string(),
+    }
 }
 
 /// One failed expectation.
@@ -340,7 +370,7 @@ pub fn run_case(
     let mut failures = Vec::new();
     let mut decisions = Vec::new();
     for (step, request, expect) in expand(case) {
-        let text = request.to_string();
+        let text = request_text(&request);
         let decision = decide(&text);
         if let Some(expect) = expect {
             check(step, expect, &decision, &mut failures);
@@ -422,6 +452,21 @@ fn check(step: usize, e: &Expect, decision: &str, failures: &mut Vec<Failure>) {
             .collect();
         if got != want.iter().map(String::as_str).collect::<Vec<_>>() {
             fail(format!("expected findings {want:?}, got {got:?}"));
+        }
+    }
+    if let Some(want) = &e.finding_spans {
+        let got: Vec<FindingSpan> = d["findings"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|f| FindingSpan {
+                kind: f["kind"].as_str().unwrap_or("").to_string(),
+                offset: f["offset"].as_u64().unwrap_or(u64::MAX),
+                length: f["length"].as_u64().unwrap_or(u64::MAX),
+            })
+            .collect();
+        if &got != want {
+            fail(format!("expected finding spans {want:?}, got {got:?}"));
         }
     }
     if let Some(want) = &e.redacted_body
@@ -529,7 +574,7 @@ impl crate::Bundle {
                         .into_iter()
                         .map(|(step, request, expect)| PlannedStep {
                             step,
-                            request: request.to_string(),
+                            request: request_text(&request),
                             expect: expect.cloned(),
                         })
                         .collect(),

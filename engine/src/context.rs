@@ -8,6 +8,8 @@ use crate::request::Request;
 use crate::synthetic::{Provenance, Status};
 use cedar_policy::RestrictedExpression as Rx;
 use serde_json::{Value, json};
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 
 /// The engine's own schema fragment.
 pub const PORTCULLIS_SCHEMA: &str = include_str!("portcullis.cedarschema");
@@ -61,6 +63,8 @@ pub struct Facts {
     pub dlp: Option<crate::dlp::ScanResult>,
     /// Fields the flow's minimisation drops.
     pub dropped_fields: Vec<String>,
+    /// A webhook delivery.
+    pub webhook: crate::webhook::WebhookFacts,
 }
 
 impl Facts {
@@ -75,6 +79,7 @@ impl Facts {
                 issuer: None,
                 dataset: None,
                 generator: None,
+                kid: None,
             },
             keys: Vec::new(),
             record: normalise::Record::default(),
@@ -86,6 +91,7 @@ impl Facts {
             jit: Default::default(),
             dlp: None,
             dropped_fields: Vec::new(),
+            webhook: crate::webhook::WebhookFacts::none(),
         }
     }
 
@@ -118,12 +124,13 @@ impl Facts {
                 (k.as_str().to_string(), json!({"failures": s.failures, "stage": s.stage.as_str(), "locked_until": s.locked_until, "repeat": s.repeat}))
             })
             .collect();
-        json!({
+        let mut out = json!({
             "synthetic": {
                 "status": self.synthetic.status.as_str(),
                 "failure": self.synthetic.failure,
                 "issuer": self.synthetic.issuer,
                 "dataset": self.synthetic.dataset,
+                "kid": self.synthetic.kid,
             },
             "lockout": keys,
             "token": {
@@ -134,6 +141,7 @@ impl Facts {
                 "subject": self.token.subject,
                 "client_id": self.token.client_id,
                 "scopes": self.token.scopes,
+                "kid": self.token.kid,
             },
             "transfer": {
                 "origin": self.transfer.origin,
@@ -173,201 +181,487 @@ impl Facts {
                 "probes": self.inference.probes,
                 "probe_ratio": self.inference.probe_ratio,
             },
+        });
+        let w = &self.webhook;
+        if let (true, Some(map)) = (w.present, out.as_object_mut()) {
+            // Ids, statuses and counts: never the body, signature or secret.
+            map.insert(
+                "webhook".into(),
+                json!({
+                    "source": w.source,
+                    "kind": w.kind,
+                    "id": w.id,
+                    "channel": w.channel,
+                    "entity": w.entity,
+                    "credential": w.credential,
+                    "method": w.method,
+                    "failure": w.failure,
+                    "redelivery": w.redelivery,
+                    "deliveries": w.deliveries,
+                    "notifications": w.notifications,
+                    "mixed_synthetic": w.mixed_synthetic,
+                    "change_type": w.change_type,
+                    "transaction_key": w.transaction_key,
+                    "commit_number": w.commit_number,
+                }),
+            );
+        }
+        out
+    }
+}
+
+/// The Cedar context pairs, every attribute (benchmarks, the load-time
+/// shape check).
+pub fn build(req: &Request, facts: &Facts) -> Result<Vec<(String, Rx)>, String> {
+    values(req, facts, &Needs::all())
+        .iter()
+        .map(|(k, v)| Ok((k.to_string(), v.to_rx()?)))
+        .collect()
+}
+
+/// A context value before Cedar sees it: cheap to build, compare and turn
+/// into a cache key; made into a Cedar expression (which Cedar then
+/// evaluates, the costly part) only when Cedar must evaluate it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Val<'a> {
+    Bool(bool),
+    Long(i64),
+    Str(Cow<'a, str>),
+    Ip(&'a str),
+    Set(Vec<Val<'a>>),
+    Rec(Vec<(&'static str, Val<'a>)>),
+}
+
+fn s(v: &str) -> Val<'_> {
+    Val::Str(Cow::Borrowed(v))
+}
+
+fn st(v: &'static str) -> Val<'static> {
+    Val::Str(Cow::Borrowed(v))
+}
+
+impl Val<'_> {
+    /// The Cedar expression.
+    pub(crate) fn to_rx(&self) -> Result<Rx, String> {
+        Ok(match self {
+            Val::Bool(b) => Rx::new_bool(*b),
+            Val::Long(n) => Rx::new_long(*n),
+            Val::Str(t) => Rx::new_string(t.to_string()),
+            Val::Ip(ip) => ip_expr(ip),
+            Val::Set(items) => Rx::new_set(
+                items
+                    .iter()
+                    .map(Val::to_rx)
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+            Val::Rec(fields) => Rx::new_record(
+                fields
+                    .iter()
+                    .map(|(k, v)| Ok((k.to_string(), v.to_rx()?)))
+                    .collect::<Result<Vec<_>, String>>()?,
+            )
+            .map_err(|e| e.to_string())?,
         })
     }
+
+    /// An unambiguous byte encoding (tag, lengths), for cache keys.
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            Val::Bool(b) => out.push(u8::from(*b)),
+            Val::Long(n) => {
+                out.push(2);
+                out.extend_from_slice(&n.to_le_bytes());
+            }
+            Val::Str(t) => {
+                out.push(3);
+                encode_str(t, out);
+            }
+            Val::Ip(ip) => {
+                out.push(4);
+                encode_str(ip, out);
+            }
+            Val::Set(items) => {
+                out.push(5);
+                out.extend_from_slice(&(items.len() as u32).to_le_bytes());
+                for i in items {
+                    i.encode(out);
+                }
+            }
+            Val::Rec(fields) => {
+                out.push(6);
+                out.extend_from_slice(&(fields.len() as u32).to_le_bytes());
+                for (k, v) in fields {
+                    encode_str(k, out);
+                    v.encode(out);
+                }
+            }
+        }
+    }
+
+    /// Only the parts `needs` reads (records lose the fields no policy
+    /// reads; anything read as a whole stays whole).
+    fn prune(self, needs: &Needs) -> Self {
+        if needs.all {
+            return self;
+        }
+        match self {
+            Val::Rec(fields) => Val::Rec(
+                fields
+                    .into_iter()
+                    .filter_map(|(k, v)| needs.children.get(k).map(|n| (k, v.prune(n))))
+                    .collect(),
+            ),
+            other => other,
+        }
+    }
 }
 
-/// The Cedar context pairs.
-pub fn build(req: &Request, facts: &Facts) -> Result<Vec<(String, Rx)>, String> {
+pub(crate) fn encode_str(t: &str, out: &mut Vec<u8>) {
+    out.extend_from_slice(&(t.len() as u32).to_le_bytes());
+    out.extend_from_slice(t.as_bytes());
+}
+
+/// Which parts of the context a set of policies can read: a tree of
+/// attribute paths, where `all` means the whole value at that path. Found
+/// once at load from the policies' conditions (every `context.a.b…` and
+/// `context has a`); any other use of `context` needs all of it.
+///
+/// Cedar reads only what a policy names, so evaluating a set of policies
+/// over the context cut down to what they name gives the same answer
+/// (including errors) as over the whole context, for less building.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Needs {
+    all: bool,
+    children: BTreeMap<String, Needs>,
+}
+
+impl Needs {
+    /// The whole context.
+    pub fn all() -> Needs {
+        Needs {
+            all: true,
+            children: BTreeMap::new(),
+        }
+    }
+
+    /// What `policies` read of the context.
+    pub fn of<'p>(policies: impl IntoIterator<Item = &'p cedar_policy::Policy>) -> Needs {
+        let mut needs = Needs::default();
+        for p in policies {
+            match p.to_json() {
+                Ok(Value::Object(mut est)) => {
+                    est.remove("annotations");
+                    needs.visit(&Value::Object(est));
+                }
+                _ => return Needs::all(),
+            }
+            if needs.all {
+                break;
+            }
+        }
+        needs
+    }
+
+    /// The paths read, dotted and sorted (`*`: the whole context).
+    pub fn paths(&self) -> Vec<String> {
+        fn walk(n: &Needs, at: &str, out: &mut Vec<String>) {
+            if n.all {
+                out.push(if at.is_empty() { "*".into() } else { at.to_string() });
+                return;
+            }
+            for (k, child) in &n.children {
+                let p = if at.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{at}.{k}")
+                };
+                walk(child, &p, out);
+            }
+        }
+        let mut out = Vec::new();
+        walk(self, "", &mut out);
+        out
+    }
+
+    /// Whether the top-level attribute `name` is read, and how much of it.
+    fn wants(&self, name: &str) -> Option<&Needs> {
+        if self.all {
+            Some(self)
+        } else {
+            self.children.get(name)
+        }
+    }
+
+    fn mark(&mut self, path: &[String]) {
+        if self.all {
+            return;
+        }
+        match path.split_first() {
+            None => {
+                self.all = true;
+                self.children.clear();
+            }
+            Some((head, rest)) => self.children.entry(head.clone()).or_default().mark(rest),
+        }
+    }
+
+    /// Walk an expression of the policy's JSON form (EST).
+    fn visit(&mut self, expr: &Value) {
+        if let Some(path) = context_path(expr) {
+            self.mark(&path);
+            return;
+        }
+        match expr {
+            Value::Object(map) => {
+                if let Some(Value::Object(has)) = map.get("has")
+                    && map.len() == 1
+                    && let (Some(left), Some(Value::String(attr))) =
+                        (has.get("left"), has.get("attr"))
+                    && let Some(mut path) = context_path(left)
+                {
+                    path.push(attr.clone());
+                    self.mark(&path);
+                    return;
+                }
+                for v in map.values() {
+                    self.visit(v);
+                }
+            }
+            Value::Array(items) => {
+                for v in items {
+                    self.visit(v);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// `context` → `[]`, `context.a.b` → `["a", "b"]`; else None.
+fn context_path(expr: &Value) -> Option<Vec<String>> {
+    let Value::Object(map) = expr else {
+        return None;
+    };
+    if map.len() != 1 {
+        return None;
+    }
+    if map.get("Var").and_then(Value::as_str) == Some("context") {
+        return Some(Vec::new());
+    }
+    let dot = map.get(".")?.as_object()?;
+    let attr = dot.get("attr")?.as_str()?;
+    let mut path = context_path(dot.get("left")?)?;
+    path.push(attr.to_string());
+    Some(path)
+}
+
+/// The context values `needs` reads, by top-level attribute.
+pub(crate) fn values<'a>(
+    req: &'a Request,
+    facts: &'a Facts,
+    needs: &Needs,
+) -> Vec<(&'static str, Val<'a>)> {
     let c = &req.context;
-    let mut pairs = vec![
-        (
-            "event".to_string(),
-            Rx::new_string(req.event.map(|e| e.as_str()).unwrap_or("none").to_string()),
-        ),
-        (
-            "pathway".to_string(),
-            Rx::new_string(facts.pathway.as_str().to_string()),
-        ),
-        ("now".to_string(), Rx::new_long(facts.now)),
-        (
-            "fields".to_string(),
-            Rx::new_set(c.fields.iter().flatten().map(|f| Rx::new_string(f.clone()))),
-        ),
-    ];
-    if let Some(ip) = &c.ip {
-        pairs.push(("ip".to_string(), ip_expr(ip)));
-    }
-    for (name, value) in [
-        ("module", &c.module),
-        ("region", &c.region),
-        ("destination_region", &c.destination_region),
-        ("legal_basis", &c.legal_basis),
-        ("flow", &c.flow),
-    ] {
-        if let Some(v) = value {
-            pairs.push((name.to_string(), Rx::new_string(v.clone())));
+    let mut pairs: Vec<(&'static str, Val<'a>)> = Vec::new();
+    let mut put = |name: &'static str, make: &dyn Fn() -> Option<Val<'a>>| {
+        if let Some(n) = needs.wants(name)
+            && let Some(v) = make()
+        {
+            pairs.push((name, v.prune(n)));
         }
-    }
-    let mtls = c.mtls.clone().unwrap_or_default();
-    pairs.push((
-        "mtls".to_string(),
-        record(vec![
-            ("verified", Rx::new_bool(mtls.verified)),
-            ("san", Rx::new_string(mtls.san.unwrap_or_default())),
-        ])?,
-    ));
-    let s = &facts.synthetic;
-    let text = |v: &Option<String>| Rx::new_string(v.clone().unwrap_or_default());
-    pairs.push((
-        "synthetic".to_string(),
-        record(vec![
-            ("claimed", Rx::new_bool(s.status != Status::None)),
-            ("verified", Rx::new_bool(s.status == Status::Verified)),
-            ("status", Rx::new_string(s.status.as_str().to_string())),
-            (
-                "failure",
-                Rx::new_string(s.failure.unwrap_or("").to_string()),
-            ),
-            ("issuer", text(&s.issuer)),
-            ("dataset", text(&s.dataset)),
-            ("generator", text(&s.generator)),
-        ])?,
-    ));
-    let lead = facts.leading();
-    let mut lockout = key_fields(&lead);
-    for kind in [KeyKind::Account, KeyKind::AccountIp, KeyKind::Ip] {
-        lockout.push((kind.as_str(), record(key_fields(&facts.key(kind)))?));
-    }
-    pairs.push(("lockout".to_string(), record(lockout)?));
-    let r = &facts.record;
-    let mut rec = Vec::new();
-    if let Some(b) = r.synthetic {
-        rec.push(("synthetic", Rx::new_bool(b)));
-    }
-    for (name, v) in [
-        ("owner", &r.owner),
-        ("id", &r.id),
-        ("object", &r.object),
-        ("country", &r.country),
-    ] {
-        if let Some(v) = v {
-            rec.push((name, Rx::new_string(v.clone())));
+    };
+    put("event", &|| {
+        Some(st(req.event.map(|e| e.as_str()).unwrap_or("none")))
+    });
+    put("pathway", &|| Some(st(facts.pathway.as_str())));
+    put("now", &|| Some(Val::Long(facts.now)));
+    put("fields", &|| {
+        Some(Val::Set(c.fields.iter().flatten().map(|f| s(f)).collect()))
+    });
+    put("ip", &|| c.ip.as_deref().map(Val::Ip));
+    put("module", &|| c.module.as_deref().map(s));
+    put("region", &|| c.region.as_deref().map(s));
+    put("destination_region", &|| {
+        c.destination_region.as_deref().map(s)
+    });
+    put("legal_basis", &|| c.legal_basis.as_deref().map(s));
+    put("flow", &|| c.flow.as_deref().map(s));
+    put("mtls", &|| {
+        let (verified, san) = match &c.mtls {
+            Some(m) => (m.verified, m.san.as_deref().unwrap_or("")),
+            None => (false, ""),
+        };
+        Some(Val::Rec(vec![
+            ("verified", Val::Bool(verified)),
+            ("san", s(san)),
+        ]))
+    });
+    put("synthetic", &|| {
+        let p = &facts.synthetic;
+        let text = |v: &'a Option<String>| s(v.as_deref().unwrap_or(""));
+        Some(Val::Rec(vec![
+            ("claimed", Val::Bool(p.status != Status::None)),
+            ("verified", Val::Bool(p.status == Status::Verified)),
+            ("status", st(p.status.as_str())),
+            ("failure", st(p.failure.unwrap_or(""))),
+            ("issuer", text(&p.issuer)),
+            ("dataset", text(&p.dataset)),
+            ("generator", text(&p.generator)),
+            ("kid", text(&p.kid)),
+        ]))
+    });
+    put("lockout", &|| {
+        let mut lockout = key_fields(&facts.leading());
+        for kind in [KeyKind::Account, KeyKind::AccountIp, KeyKind::Ip] {
+            lockout.push((kind.as_str(), Val::Rec(key_fields(&facts.key(kind)))));
         }
-    }
-    pairs.push(("record".to_string(), record(rec)?));
-    let t = &facts.token;
-    pairs.push((
-        "token".to_string(),
-        record(vec![
-            ("present", Rx::new_bool(t.present)),
-            ("valid", Rx::new_bool(t.valid)),
-            ("failure", Rx::new_string(t.failure.clone())),
-            ("issuer", Rx::new_string(t.issuer.clone())),
-            ("subject", Rx::new_string(t.subject.clone())),
-            ("client_id", Rx::new_string(t.client_id.clone())),
-            (
-                "scopes",
-                Rx::new_set(t.scopes.iter().map(|s| Rx::new_string(s.clone()))),
-            ),
-            ("expires", Rx::new_long(t.expires)),
-        ])?,
-    ));
-    let x = &facts.transfer;
-    pairs.push((
-        "transfer".to_string(),
-        record(vec![
-            ("cross_border", Rx::new_bool(x.cross_border)),
-            ("origin", Rx::new_string(x.origin.clone())),
-            ("destination", Rx::new_string(x.destination.clone())),
-            ("origin_eea", Rx::new_bool(x.origin_eea)),
-            ("destination_eea", Rx::new_bool(x.destination_eea)),
-            ("basis", Rx::new_string(x.basis.clone())),
-            ("mechanism", Rx::new_string(x.mechanism.clone())),
-            ("allowed", Rx::new_bool(x.allowed)),
-            ("recipient", Rx::new_string(x.recipient.clone())),
-        ])?,
-    ));
-    let (b, sc) = (&facts.bucket, &facts.scrape);
-    pairs.push((
-        "rate".to_string(),
-        record(vec![
-            ("class", Rx::new_string(b.class.clone())),
-            ("remaining", Rx::new_long(b.remaining)),
-            ("exhausted", Rx::new_bool(b.exhausted)),
-            ("distinct_records", Rx::new_long(sc.distinct_records)),
-            ("walk_length", Rx::new_long(sc.walk_length)),
-        ])?,
-    ));
-    let i = &facts.inference;
-    pairs.push((
-        "inference".to_string(),
-        record(vec![
-            ("queries", Rx::new_long(i.queries)),
-            ("distinct_inputs", Rx::new_long(i.distinct_inputs)),
-            ("probes", Rx::new_long(i.probes)),
-            ("probe_ratio", Rx::new_long(i.probe_ratio)),
-        ])?,
-    ));
-    let empty = crate::dlp::ScanResult::default();
-    let d = facts.dlp.as_ref().unwrap_or(&empty);
-    pairs.push((
-        "dlp".to_string(),
-        record(vec![
-            ("scanned", Rx::new_bool(facts.dlp.is_some())),
+        Some(Val::Rec(lockout))
+    });
+    put("record", &|| {
+        let r = &facts.record;
+        let mut rec = Vec::new();
+        if let Some(b) = r.synthetic {
+            rec.push(("synthetic", Val::Bool(b)));
+        }
+        for (name, v) in [
+            ("owner", &r.owner),
+            ("id", &r.id),
+            ("object", &r.object),
+            ("country", &r.country),
+        ] {
+            if let Some(v) = v {
+                rec.push((name, s(v)));
+            }
+        }
+        Some(Val::Rec(rec))
+    });
+    put("token", &|| {
+        let t = &facts.token;
+        Some(Val::Rec(vec![
+            ("present", Val::Bool(t.present)),
+            ("valid", Val::Bool(t.valid)),
+            ("failure", s(&t.failure)),
+            ("issuer", s(&t.issuer)),
+            ("subject", s(&t.subject)),
+            ("client_id", s(&t.client_id)),
+            ("scopes", Val::Set(t.scopes.iter().map(|x| s(x)).collect())),
+            ("expires", Val::Long(t.expires)),
+            ("kid", s(&t.kid)),
+        ]))
+    });
+    put("transfer", &|| {
+        let x = &facts.transfer;
+        Some(Val::Rec(vec![
+            ("cross_border", Val::Bool(x.cross_border)),
+            ("origin", s(&x.origin)),
+            ("destination", s(&x.destination)),
+            ("origin_eea", Val::Bool(x.origin_eea)),
+            ("destination_eea", Val::Bool(x.destination_eea)),
+            ("basis", s(&x.basis)),
+            ("mechanism", s(&x.mechanism)),
+            ("allowed", Val::Bool(x.allowed)),
+            ("recipient", s(&x.recipient)),
+        ]))
+    });
+    put("rate", &|| {
+        let (b, sc) = (&facts.bucket, &facts.scrape);
+        Some(Val::Rec(vec![
+            ("class", s(&b.class)),
+            ("remaining", Val::Long(b.remaining)),
+            ("exhausted", Val::Bool(b.exhausted)),
+            ("distinct_records", Val::Long(sc.distinct_records)),
+            ("walk_length", Val::Long(sc.walk_length)),
+        ]))
+    });
+    put("inference", &|| {
+        let i = &facts.inference;
+        Some(Val::Rec(vec![
+            ("queries", Val::Long(i.queries)),
+            ("distinct_inputs", Val::Long(i.distinct_inputs)),
+            ("probes", Val::Long(i.probes)),
+            ("probe_ratio", Val::Long(i.probe_ratio)),
+        ]))
+    });
+    put("dlp", &|| {
+        let empty = crate::dlp::ScanResult::default();
+        let d = facts.dlp.as_ref().unwrap_or(&empty);
+        Some(Val::Rec(vec![
+            ("scanned", Val::Bool(facts.dlp.is_some())),
             (
                 "kinds",
-                Rx::new_set(d.kinds().into_iter().map(Rx::new_string)),
-            ),
-            ("count", Rx::new_long(d.count() as i64)),
-            (
-                "max_confidence",
-                Rx::new_long(i64::from(d.max_confidence())),
-            ),
-            ("model_weights", Rx::new_bool(d.model_weights())),
-            ("oversize", Rx::new_bool(d.oversize)),
-            (
-                "dropped_fields",
-                Rx::new_set(
-                    facts
-                        .dropped_fields
-                        .iter()
-                        .map(|f| Rx::new_string(f.clone())),
+                Val::Set(
+                    d.kinds()
+                        .into_iter()
+                        .map(|k| Val::Str(Cow::Owned(k)))
+                        .collect(),
                 ),
             ),
-        ])?,
-    ));
-    let j = &facts.jit;
-    pairs.push((
-        "jit".to_string(),
-        record(vec![
+            ("count", Val::Long(d.count() as i64)),
+            ("max_confidence", Val::Long(i64::from(d.max_confidence()))),
+            ("model_weights", Val::Bool(d.model_weights())),
+            ("oversize", Val::Bool(d.oversize)),
+            (
+                "dropped_fields",
+                Val::Set(facts.dropped_fields.iter().map(|f| s(f)).collect()),
+            ),
+        ]))
+    });
+    put("jit", &|| {
+        let j = &facts.jit;
+        Some(Val::Rec(vec![
             (
                 "phase",
-                Rx::new_string(if j.phase.is_empty() {
-                    "none".into()
+                if j.phase.is_empty() {
+                    st("none")
                 } else {
-                    j.phase.clone()
-                }),
+                    s(&j.phase)
+                },
             ),
-            ("grant_id", Rx::new_string(j.grant_id.clone())),
-            ("role", Rx::new_string(j.role.clone())),
-            ("found", Rx::new_bool(j.found)),
-            ("status", Rx::new_string(j.status.clone())),
-            ("self_approval", Rx::new_bool(j.self_approval)),
-            ("active", Rx::new_bool(j.active)),
-            ("expires", Rx::new_long(j.expires)),
-            ("duration", Rx::new_long(j.duration)),
-        ])?,
-    ));
-    Ok(pairs)
+            ("grant_id", s(&j.grant_id)),
+            ("role", s(&j.role)),
+            ("found", Val::Bool(j.found)),
+            ("status", s(&j.status)),
+            ("self_approval", Val::Bool(j.self_approval)),
+            ("active", Val::Bool(j.active)),
+            ("expires", Val::Long(j.expires)),
+            ("duration", Val::Long(j.duration)),
+        ]))
+    });
+    put("webhook", &|| {
+        let w = &facts.webhook;
+        Some(Val::Rec(vec![
+            ("present", Val::Bool(w.present)),
+            ("source", s(&w.source)),
+            ("kind", s(&w.kind)),
+            ("id", s(&w.id)),
+            ("channel", s(&w.channel)),
+            ("entity", s(&w.entity)),
+            ("credential", s(&w.credential)),
+            ("method", s(&w.method)),
+            ("failure", s(&w.failure)),
+            ("redelivery", Val::Bool(w.redelivery)),
+            ("deliveries", Val::Long(w.deliveries)),
+            ("notifications", Val::Long(w.notifications)),
+            ("mixed_synthetic", Val::Bool(w.mixed_synthetic)),
+            ("organization_id", s(&w.organization_id)),
+            ("change_type", s(&w.change_type)),
+            ("transaction_key", s(&w.transaction_key)),
+            ("commit_number", Val::Long(w.commit_number)),
+            (
+                "changed_fields",
+                Val::Set(w.changed_fields.iter().map(|f| s(f)).collect()),
+            ),
+        ]))
+    });
+    pairs
 }
 
-fn key_fields(k: &KeyState) -> Vec<(&'static str, Rx)> {
+fn key_fields(k: &KeyState) -> Vec<(&'static str, Val<'static>)> {
     vec![
-        ("failures", Rx::new_long(k.failures)),
-        ("stage", Rx::new_string(k.stage.as_str().to_string())),
-        ("locked_until", Rx::new_long(k.locked_until)),
-        ("repeat", Rx::new_long(k.repeat)),
+        ("failures", Val::Long(k.failures)),
+        ("stage", st(k.stage.as_str())),
+        ("locked_until", Val::Long(k.locked_until)),
+        ("repeat", Val::Long(k.repeat)),
     ]
 }
 
@@ -398,10 +692,6 @@ fn ip_expr(ip: &str) -> Rx {
     })
 }
 
-fn record(fields: Vec<(&str, Rx)>) -> Result<Rx, String> {
-    Rx::new_record(fields.into_iter().map(|(k, v)| (k.to_string(), v))).map_err(|e| e.to_string())
-}
-
 /// A context with every attribute present, to check at load that each
 /// action of a bundle schema declares what the engine supplies.
 pub fn probe_context() -> Vec<(String, Rx)> {
@@ -427,6 +717,7 @@ pub fn probe_context() -> Vec<(String, Rx)> {
         },
         body: None,
         body_base64: None,
+        body_chunks: None,
         now: None,
         event: None,
     };

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// How many times a conflicting compare-and-set is recomputed and retried.
-const CAS_RETRIES: usize = 16;
+use crate::limits::CAS_RETRIES;
 
 /// Why a decision could not be made normally (it is then a `deny`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,8 +122,27 @@ pub struct Decision {
     /// The fault that forced a deny, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<DecisionError>,
+    /// For a webhook delivery: which one, whether its credential held, and
+    /// whether it is a redelivery (acknowledge it; do not process it again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<DeliverySummary>,
     /// The audit record.
     pub audit: AuditRecord,
+}
+
+/// What a decision says of a webhook delivery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliverySummary {
+    /// Source name.
+    pub source: String,
+    /// `outbound_message`, `platform_event` or `cdc`.
+    pub kind: String,
+    /// Notification id (the first) or replay id.
+    pub id: String,
+    /// `valid` or `invalid`.
+    pub credential: String,
+    /// Seen before within the redelivery window.
+    pub redelivery: bool,
 }
 
 impl Decision {
@@ -139,7 +158,7 @@ impl Decision {
         kind: &str,
         message: String,
         field: Option<String>,
-        request_text: &str,
+        request_text: impl RequestText,
     ) -> Decision {
         let reason = format!("error: {message}");
         Decision {
@@ -161,9 +180,10 @@ impl Decision {
                 message: message.clone(),
                 field,
             }),
+            webhook: None,
             audit: AuditRecord {
                 time: String::new(),
-                request_digest: digest(request_text),
+                request_digest: request_text.digest(),
                 principal: String::new(),
                 action: String::new(),
                 resource: String::new(),
@@ -181,7 +201,7 @@ impl Decision {
     }
 
     /// A fail-closed deny for a request that cannot be parsed.
-    pub fn invalid(err: RequestError, request_text: &str) -> Decision {
+    pub fn invalid(err: RequestError, request_text: impl RequestText) -> Decision {
         let field = (!err.field.is_empty()).then(|| err.field.clone());
         Decision::fault("invalid-request", err.to_string(), field, request_text)
     }
@@ -189,6 +209,88 @@ impl Decision {
 
 fn digest(text: &str) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+/// Which decisions carry their audit record. Building one (a SHA-256 of the
+/// request, the derived facts as JSON, the qualified names) is a large part
+/// of a cheap decision; a host that does not keep every record can skip it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Audit {
+    /// Every decision (what [`Bundle::decide`] does).
+    #[default]
+    All,
+    /// Decisions that are not allowed; allowed ones carry
+    /// [`AuditRecord::omitted`].
+    Refused,
+    /// No decision: each carries [`AuditRecord::omitted`] (faults still
+    /// carry theirs).
+    None,
+}
+
+impl Audit {
+    fn wants(self, outcome: Outcome) -> bool {
+        match self {
+            Audit::All => true,
+            Audit::Refused => !outcome.is_allowed(),
+            Audit::None => false,
+        }
+    }
+}
+
+impl AuditRecord {
+    /// The record of a decision whose host asked for none: empty but for
+    /// the outcome and the engine version.
+    pub fn omitted(outcome: Outcome) -> AuditRecord {
+        AuditRecord {
+            time: String::new(),
+            request_digest: String::new(),
+            principal: String::new(),
+            action: String::new(),
+            resource: String::new(),
+            event: None,
+            outcome,
+            policies: Vec::new(),
+            reasons: Vec::new(),
+            pathway: String::new(),
+            facts: serde_json::Value::Null,
+            bundle: String::new(),
+            engine: crate::ENGINE_VERSION.to_string(),
+            error: None,
+        }
+    }
+}
+
+/// What an audit record's `request_digest` is computed over.
+#[doc(hidden)]
+pub trait RequestText: Copy {
+    /// SHA-256 of the request text, hex.
+    fn digest(&self) -> String;
+}
+
+impl RequestText for &str {
+    fn digest(&self) -> String {
+        digest(self)
+    }
+}
+
+/// The request of one decision as the audit record sees it: the text it
+/// came as, or (a request the host built) its JSON form; and which records
+/// to build.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy)]
+pub struct Rec<'t> {
+    text: Option<&'t str>,
+    req: &'t Request,
+    audit: Audit,
+}
+
+impl RequestText for Rec<'_> {
+    fn digest(&self) -> String {
+        match self.text {
+            Some(t) => digest(t),
+            None => digest(&serde_json::to_string(self.req).unwrap_or_default()),
+        }
+    }
 }
 
 /// One piece of state a request reads (and may write).
@@ -211,7 +313,7 @@ enum Observed {
 }
 
 /// A request qualified into the bundle's namespace.
-struct Qualified {
+pub(crate) struct Qualified {
     principal: EntityUid,
     action: EntityUid,
     resource: EntityUid,
@@ -234,6 +336,39 @@ impl Bundle {
         request_text: &str,
         store: &mut dyn Store,
     ) -> Decision {
+        let rec = Rec {
+            text: Some(request_text),
+            req,
+            audit: Audit::All,
+        };
+        self.decide_inner(req, rec, store)
+    }
+
+    /// Decide on a request the host built (no JSON text), building the
+    /// audit record only for the decisions `audit` names. A record's
+    /// `request_digest` is then over the request's JSON form
+    /// (`serde_json::to_string(req)`). Everything else is what
+    /// [`Bundle::decide`] gives for the same request.
+    pub fn decide_with(&self, req: &Request, store: &mut dyn Store, audit: Audit) -> Decision {
+        if let Err(e) = req.check() {
+            return Decision::invalid(
+                e,
+                Rec {
+                    text: None,
+                    req,
+                    audit,
+                },
+            );
+        }
+        let rec = Rec {
+            text: None,
+            req,
+            audit,
+        };
+        self.decide_inner(req, rec, store)
+    }
+
+    fn decide_inner(&self, req: &Request, request_text: Rec<'_>, store: &mut dyn Store) -> Decision {
         let now = match &req.now {
             Some(t) => match timefmt::parse_now(t) {
                 Ok(n) => n,
@@ -245,25 +380,115 @@ impl Bundle {
             Ok(q) => q,
             Err(e) => return Decision::invalid(e, request_text),
         };
+        // The client address: as the host gave it, or resolved here from
+        // the connection's peer and the trusted proxies it came through
+        // (crate::network); from then on `context.ip` is that address.
+        let resolved;
+        let req: &Request = if req.context.peer.is_some() || req.context.forwarded_for.is_some() {
+            let trusted = self.manifest.network.validate().unwrap_or_default();
+            match crate::network::resolve(&trusted, &req.context) {
+                Ok(client) => {
+                    let mut r = req.clone();
+                    r.context.ip = client.ip;
+                    r.context.peer = None;
+                    r.context.forwarded_for = None;
+                    resolved = r;
+                    &resolved
+                }
+                Err(e) => return Decision::invalid(e, request_text),
+            }
+        } else {
+            req
+        };
+
+        // A webhook delivery: its credential is checked and its fields are
+        // read from the signed body first; the record is then normalised
+        // like any other (the source's module names its fields).
+        let hook = match &req.context.webhook {
+            Some(claim) => {
+                let body = match self.body_bytes(req) {
+                    Ok(b) => b,
+                    Err(e) => return Decision::invalid(e, request_text),
+                };
+                match crate::webhook::prepare(
+                    &self.manifest,
+                    &self.info.namespace,
+                    req,
+                    claim,
+                    body.as_deref(),
+                ) {
+                    Ok(p) => Some(p),
+                    Err(e) => return Decision::invalid(e, request_text),
+                }
+            }
+            None if crate::webhook::is_webhook_action(&self.manifest, &req.action) => {
+                return Decision::invalid(
+                    RequestError::field(
+                        "context.webhook",
+                        format!(
+                            "action `{}` is a webhook delivery: give `context.webhook` with its `kind`",
+                            req.action
+                        ),
+                    ),
+                    request_text,
+                );
+            }
+            None => None,
+        };
+        let delivered;
+        let req: &Request = match &hook {
+            Some(p) => {
+                let mut r = req.clone();
+                r.context.module = Some(p.module.clone());
+                r.context.record = p.record.clone();
+                delivered = r;
+                &delivered
+            }
+            None => req,
+        };
 
         // Derive: record vocabulary, provenance, pathway.
         let record = match normalise::record(&self.manifest, req) {
             Ok(r) => r,
-            Err(e) => return Decision::invalid(e, request_text),
+            Err(mut e) => {
+                // A delivery's fields live in its body.
+                if hook.is_some()
+                    && let Some(rest) = e.field.strip_prefix("context.record.")
+                {
+                    e.field = format!("body.{rest}");
+                }
+                return Decision::invalid(e, request_text);
+            }
         };
-        let provenance = synthetic::derive(
+        let mut provenance = synthetic::derive(
             &self.manifest.synthetic,
             &self.synthetic_keys,
             req,
             &record,
             now,
         );
+        // An unauthenticated delivery proves nothing, whatever token it shows.
+        if hook.as_ref().is_some_and(|p| !p.facts.valid())
+            && provenance.status != synthetic::Status::None
+        {
+            provenance = synthetic::Provenance {
+                status: synthetic::Status::Unverified,
+                failure: Some("unauthenticated-delivery"),
+                issuer: None,
+                dataset: None,
+                generator: None,
+                kid: None,
+            };
+        }
         let pathway = if provenance.status == synthetic::Status::Verified {
             Pathway::Synthetic
         } else {
             Pathway::Authentic
         };
-        let cfg = self.manifest.pathway(pathway);
+        let cfg = match &hook {
+            Some(_) => &self.manifest.webhooks.lockout.0,
+            None => self.manifest.pathway(pathway),
+        };
         let transfer = match crate::transfer::derive(&self.manifest, &self.adequacy, req) {
             Ok(t) => t,
             Err(e) => return Decision::invalid(e, request_text),
@@ -282,9 +507,19 @@ impl Bundle {
             transfer,
             ..Facts::empty(now)
         };
-        match self.body_bytes(req) {
-            Ok(Some(body)) if self.manifest.dlp.enabled => {
-                facts.dlp = Some(crate::dlp::scan(&self.manifest.dlp, &body))
+        if let Some(p) = &hook {
+            facts.webhook = p.facts.clone();
+        }
+        match req.body_parts() {
+            // Chunks are scanned as a stream, as a streaming host would.
+            Ok(Some((parts, _))) if self.manifest.dlp.enabled => {
+                facts.dlp = Some(match parts.as_slice() {
+                    [one] => crate::dlp::scan(&self.manifest.dlp, one),
+                    _ => crate::dlp::scan_chunks(
+                        &self.manifest.dlp,
+                        parts.iter().map(Vec::as_slice),
+                    ),
+                })
             }
             Ok(_) => {}
             Err(e) => return Decision::invalid(e, request_text),
@@ -312,7 +547,13 @@ impl Bundle {
             req.principal.kind,
             normalise::account_id(&req.principal.id)
         );
-        let mut slots: Vec<(Slot, String)> = lockout::keys(ns, pathway, req)
+        let lock_keys = match &hook {
+            Some(p) => {
+                crate::webhook::lock_keys(ns, pathway, &p.facts.source, req.context.ip.as_deref())
+            }
+            None => lockout::keys(ns, pathway, req),
+        };
+        let mut slots: Vec<(Slot, String)> = lock_keys
             .into_iter()
             .map(|(k, key)| (Slot::Lock(k), key))
             .collect();
@@ -342,6 +583,10 @@ impl Bundle {
         };
         let mut names: Vec<String> = slots.iter().map(|(_, k)| k.clone()).collect();
         names.extend(jit.iter().flat_map(|(_, keys)| keys.iter().cloned()));
+        // The delivery's own key rides last.
+        if let Some(p) = &hook {
+            names.push(p.key.clone());
+        }
         let mut entries = match store.get(&names) {
             Ok(e) if e.len() == names.len() => e,
             Ok(e) => {
@@ -367,6 +612,7 @@ impl Bundle {
                 );
             }
         };
+        let delivery_entry = if hook.is_some() { entries.pop() } else { None };
         let jit_entries = entries.split_off(slots.len());
         let mut jit_writes = Vec::new();
         if let Some((phase, _)) = &jit {
@@ -385,6 +631,73 @@ impl Bundle {
                 Err(e) => return Decision::invalid(e, request_text),
             }
         }
+        // A delivery with a valid credential is a redelivery when it was
+        // accepted before (its mark is written below, only if this decision
+        // allows it: a delivery refused, say throttled, is new again when it
+        // is retried). One with a bad credential is claimed first, on its
+        // own, so an identical retry, even racing, is counted once.
+        let mut lock_event = req.event;
+        let mut take = req.event.is_none();
+        let window = self.manifest.webhooks.redelivery_window;
+        let mut acceptance = None;
+        if let (Some(entry), true) = (&delivery_entry, facts.webhook.valid()) {
+            let (write, again, seen) = crate::webhook::claim(entry, window, now);
+            facts.webhook.redelivery = again;
+            facts.webhook.deliveries = seen;
+            lock_event = None;
+            take = !again;
+            acceptance = Some(write);
+        } else if let Some(mut entry) = delivery_entry {
+            let mut claimed = None;
+            for _ in 0..=CAS_RETRIES {
+                let (write, again, seen) = crate::webhook::claim(&entry, window, now);
+                match store.compare_and_set(std::slice::from_ref(&write)) {
+                    Ok(r) => match r.into_iter().next() {
+                        Some(WriteResult::Written(_)) => {
+                            claimed = Some((again, seen));
+                            break;
+                        }
+                        Some(WriteResult::Conflict(current)) => entry = current,
+                        None => {
+                            return self.store_fault(
+                                req,
+                                &q,
+                                facts,
+                                request_text,
+                                "store answered 0 results for 1 write".into(),
+                            );
+                        }
+                    },
+                    Err(e) => {
+                        return self.store_fault(
+                            req,
+                            &q,
+                            facts,
+                            request_text,
+                            format!("store write failed: {e}"),
+                        );
+                    }
+                }
+            }
+            let Some((again, seen)) = claimed else {
+                return self.store_fault(
+                    req,
+                    &q,
+                    facts,
+                    request_text,
+                    format!(
+                        "state kept changing: {CAS_RETRIES} compare-and-set conflicts in a row"
+                    ),
+                );
+            };
+            facts.webhook.redelivery = again;
+            facts.webhook.deliveries = seen;
+            let valid = facts.webhook.valid();
+            // Bad credentials are the source's failures; a valid delivery
+            // takes a rate token. A redelivery does neither again.
+            lock_event = (!valid && !again).then_some(crate::request::Event::AuthFailure);
+            take = valid && !again;
+        }
         let mut pending = vec![true; slots.len()];
         let mut observed: Vec<Observed> = vec![Observed::None; slots.len()];
         for round in 0..=CAS_RETRIES {
@@ -394,7 +707,7 @@ impl Bundle {
                 if !pending.get(i).copied().unwrap_or(false) {
                     continue;
                 }
-                let (write, seen) = self.step(*slot, req, entry, cfg, now);
+                let (write, seen) = self.step(*slot, req, entry, cfg, now, lock_event, take);
                 if let Some(o) = observed.get_mut(i) {
                     *o = seen;
                 }
@@ -423,6 +736,11 @@ impl Bundle {
                         "state kept changing: {CAS_RETRIES} compare-and-set conflicts in a row"
                     ),
                 );
+            }
+            if round > 0 {
+                // Others are writing the same keys: step aside for a while
+                // (the store decides how long) before trying again.
+                store.backoff(round as u32);
             }
             let results = match store.compare_and_set(&writes) {
                 Ok(r) if r.len() == writes.len() => r,
@@ -475,7 +793,49 @@ impl Bundle {
                 _ => {}
             }
         }
-        let decision = self.evaluate(req, &q, &facts, request_text);
+        let mut decision = self.evaluate(req, &q, &facts, request_text);
+        if let (true, Some(mut write)) = (decision.allowed, acceptance) {
+            // Mark the delivery accepted. A conflict means a copy was
+            // accepted meanwhile: this one is then a redelivery.
+            for round in 0..=CAS_RETRIES {
+                let result = match store.compare_and_set(std::slice::from_ref(&write)) {
+                    Ok(r) => r.into_iter().next(),
+                    Err(e) => {
+                        return self.store_fault(
+                            req,
+                            &q,
+                            facts,
+                            request_text,
+                            format!("store write failed: {e}"),
+                        );
+                    }
+                };
+                match result {
+                    Some(WriteResult::Written(_)) => break,
+                    Some(WriteResult::Conflict(current)) if round < CAS_RETRIES => {
+                        let (next, again, seen) = crate::webhook::claim(&current, window, now);
+                        if again && !facts.webhook.redelivery {
+                            facts.webhook.redelivery = true;
+                            facts.webhook.deliveries = seen;
+                            decision = self.evaluate(req, &q, &facts, request_text);
+                            if !decision.allowed {
+                                break;
+                            }
+                        }
+                        write = next;
+                    }
+                    _ => {
+                        return self.store_fault(
+                            req,
+                            &q,
+                            facts,
+                            request_text,
+                            "the delivery's mark kept changing; retry".into(),
+                        );
+                    }
+                }
+            }
+        }
         if decision.allowed && !jit_writes.is_empty() {
             // A grant is created or approved only when the decision allows it.
             match store.compare_and_set(&jit_writes) {
@@ -528,15 +888,7 @@ impl Bundle {
     }
 
     fn body_bytes(&self, req: &Request) -> Result<Option<Vec<u8>>, RequestError> {
-        use base64::Engine as _;
-        match (&req.body, &req.body_base64) {
-            (Some(t), _) => Ok(Some(t.as_bytes().to_vec())),
-            (None, Some(b)) => base64::engine::general_purpose::STANDARD
-                .decode(b.trim())
-                .map(Some)
-                .map_err(|e| RequestError::field("body_base64", format!("not base64: {e}"))),
-            (None, None) => Ok(None),
-        }
+        Ok(req.body_parts()?.map(|(parts, _)| parts.concat()))
     }
 
     /// The body with the findings masked per the manifest.
@@ -545,7 +897,7 @@ impl Bundle {
         let d = facts.dlp.as_ref()?;
         let body = self.body_bytes(req).ok().flatten()?;
         let out = crate::dlp::redact(&self.manifest.dlp, &body, &d.findings);
-        if req.body.is_some() {
+        if req.body_parts().ok().flatten().is_some_and(|(_, text)| text) {
             Some(String::from_utf8_lossy(&out).into_owned())
         } else {
             Some(base64::engine::general_purpose::STANDARD.encode(out))
@@ -554,6 +906,10 @@ impl Bundle {
 
     /// Advance one slot from its current entry: the write (if any) and
     /// what the request sees.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "a slot's step sees the request and what was derived for it"
+    )]
     fn step(
         &self,
         slot: Slot,
@@ -561,12 +917,14 @@ impl Bundle {
         entry: &Entry,
         cfg: &crate::manifest::PathwayLockout,
         now: i64,
+        event: Option<crate::request::Event>,
+        take: bool,
     ) -> (Option<crate::store::Write>, Observed) {
         let rate = &self.manifest.rate;
         match slot {
             Slot::Lock(kind) => {
                 let current = Record::at(entry, cfg, now);
-                let next = current.apply(req.event, cfg.ladder(kind), cfg, now);
+                let next = current.apply(event, cfg.ladder(kind), cfg, now);
                 let state = next.state(cfg.ladder(kind), cfg, now);
                 (
                     lockout::write(entry, &current, &next),
@@ -575,8 +933,7 @@ impl Bundle {
             }
             Slot::Bucket => match crate::rate::class_of(rate, &req.action) {
                 Some((name, class)) => {
-                    let (w, f) =
-                        crate::rate::bucket_step(name, class, entry, now, req.event.is_none());
+                    let (w, f) = crate::rate::bucket_step(name, class, entry, now, take);
                     (w, Observed::Bucket(f))
                 }
                 None => (None, Observed::None),
@@ -597,7 +954,7 @@ impl Bundle {
         }
     }
 
-    fn qualify(&self, req: &Request) -> Result<Qualified, RequestError> {
+    pub(crate) fn qualify(&self, req: &Request) -> Result<Qualified, RequestError> {
         let ty = |field: &str, name: &str| {
             self.types.get(name).cloned().ok_or_else(|| {
                 let mut known: Vec<&str> = self.types.keys().map(String::as_str).collect();
@@ -659,59 +1016,98 @@ impl Bundle {
         })
     }
 
-    fn evaluate(
+    /// Build the Cedar request from the context values and evaluate the
+    /// action's policies. `Err`: the context or request could not be built.
+    fn ask_cedar(
         &self,
-        req: &Request,
         q: &Qualified,
-        facts: &Facts,
-        request_text: &str,
-    ) -> Decision {
-        let context = match context::build(req, facts)
+        action: &str,
+        values: &[(&'static str, context::Val<'_>)],
+    ) -> Result<crate::memo::Answer, String> {
+        let pairs = values
+            .iter()
+            .map(|(k, v)| Ok((k.to_string(), v.to_rx()?)))
+            .collect::<Result<Vec<_>, String>>();
+        let context = pairs
             .and_then(|p| Context::from_pairs(p).map_err(|e| e.to_string()))
-        {
-            Ok(c) => c,
-            Err(e) => {
-                let message = format!("cannot build context: {e}");
-                return self.conclude_fault(
-                    req,
-                    q,
-                    facts,
-                    request_text,
-                    "engine-fault",
-                    message,
-                    None,
-                );
-            }
-        };
+            .map_err(|e| format!("cannot build context: {e}"))?;
         // Types were checked in `qualify`, the context's shape at load.
-        let request = match cedar_policy::Request::new(
+        let request = cedar_policy::Request::new(
             q.principal.clone(),
             q.action.clone(),
             q.resource.clone(),
             context,
             None,
-        ) {
-            Ok(r) => r,
-            Err(e) => {
-                return self.conclude_fault(
-                    req,
-                    q,
-                    facts,
-                    request_text,
-                    "engine-fault",
-                    lower(&e.to_string()),
-                    None,
-                );
-            }
-        };
-        let set = self.by_action.get(&req.action).unwrap_or(&self.policies);
+        )
+        .map_err(|e| lower(&e.to_string()))?;
+        let set = self.by_action.get(action).unwrap_or(&self.policies);
         let response = Authorizer::new().is_authorized(&request, set, &self.entities);
-        let errors: Vec<String> = response
-            .diagnostics()
-            .errors()
-            .map(|e| lower(&e.to_string()))
-            .collect();
-        if !errors.is_empty() {
+        let mut reasons: Vec<PolicyId> = response.diagnostics().reason().cloned().collect();
+        reasons.sort_by_key(|id| id.to_string());
+        Ok(crate::memo::Answer {
+            allow: response.decision() == CedarDecision::Allow,
+            reasons,
+            errors: response
+                .diagnostics()
+                .errors()
+                .map(|e| lower(&e.to_string()))
+                .collect(),
+        })
+    }
+
+    fn evaluate(
+        &self,
+        req: &Request,
+        q: &Qualified,
+        facts: &Facts,
+        request_text: Rec<'_>,
+    ) -> Decision {
+        // Only what the action's policies read goes into the context; the
+        // principal, action, resource and that context are the whole input
+        // of Cedar's answer, so an answer seen before is reused.
+        let whole = context::Needs::all();
+        let needs = if self.memo.projecting() {
+            self.needs.get(&req.action).unwrap_or(&self.needs_all)
+        } else {
+            &whole
+        };
+        let values = context::values(req, facts, needs);
+        let mut key = Vec::with_capacity(256);
+        for part in [
+            &req.principal.kind,
+            &req.principal.id,
+            &req.action,
+            &req.resource.kind,
+            &req.resource.id,
+        ] {
+            context::encode_str(part, &mut key);
+        }
+        for (name, value) in &values {
+            context::encode_str(name, &mut key);
+            value.encode(&mut key);
+        }
+        let answer = match self.memo.get(&key) {
+            Some(a) => a,
+            None => match self.ask_cedar(q, &req.action, &values) {
+                Ok(a) => {
+                    let a = std::sync::Arc::new(a);
+                    self.memo.put(key, std::sync::Arc::clone(&a));
+                    a
+                }
+                Err(message) => {
+                    return self.conclude_fault(
+                        req,
+                        q,
+                        facts,
+                        request_text,
+                        "engine-fault",
+                        message,
+                        None,
+                    );
+                }
+            },
+        };
+        if !answer.errors.is_empty() {
             // Fail closed: a policy that errored might have forbidden this.
             return self.conclude_fault(
                 req,
@@ -719,17 +1115,16 @@ impl Bundle {
                 facts,
                 request_text,
                 "evaluation",
-                errors.join("; "),
+                answer.errors.join("; "),
                 None,
             );
         }
-        let mut ids: Vec<&PolicyId> = response.diagnostics().reason().collect();
-        ids.sort_by_key(|id| id.to_string());
+        let mut ids: Vec<&PolicyId> = answer.reasons.iter().collect();
         let (mut outcome, mut reasons, mut policies) = if ids.is_empty() {
             // Cedar allows only with a determining permit, so this is a deny.
             (Outcome::Deny, vec!["no-permit".to_string()], Vec::new())
         } else {
-            let default = if response.decision() == CedarDecision::Allow {
+            let default = if answer.allow {
                 Outcome::Allow
             } else {
                 Outcome::Deny
@@ -761,6 +1156,17 @@ impl Bundle {
             outcome = Outcome::Deny;
             policies = Vec::new();
             reasons = vec![format!("invalid-token: {}", facts.token.failure)];
+            ids.clear();
+        }
+        // A body over the DLP limit was not scanned: whatever the policies
+        // say, it is never allowed through unscanned.
+        if outcome.is_allowed() && facts.dlp.as_ref().is_some_and(|d| d.oversize) {
+            outcome = Outcome::Deny;
+            policies = Vec::new();
+            reasons = vec![format!(
+                "limit: the body is over dlp.max_body_bytes ({} bytes) and was not scanned",
+                self.manifest.dlp.max_body_bytes
+            )];
             ids.clear();
         }
         // Escalation and retry advice come from the most severe policies first.
@@ -807,7 +1213,7 @@ impl Bundle {
         req: &Request,
         q: &Qualified,
         facts: &Facts,
-        request_text: &str,
+        request_text: Rec<'_>,
         outcome: Outcome,
         policies: Vec<String>,
         reasons: Vec<String>,
@@ -815,9 +1221,12 @@ impl Bundle {
         retry_after: Option<u64>,
         error: Option<DecisionError>,
     ) -> Decision {
-        let audit = AuditRecord {
+        let audit = if !request_text.audit.wants(outcome) && error.is_none() {
+            AuditRecord::omitted(outcome)
+        } else {
+            AuditRecord {
             time: timefmt::format(facts.now),
-            request_digest: digest(request_text),
+            request_digest: request_text.digest(),
             principal: q.principal.to_string(),
             action: q.action.to_string(),
             resource: q.resource.to_string(),
@@ -835,6 +1244,7 @@ impl Bundle {
             ),
             engine: crate::ENGINE_VERSION.to_string(),
             error: error.as_ref().map(|e| format!("{}: {}", e.kind, e.message)),
+        }
         };
         let pathway = facts.pathway.as_str();
         let stage = facts.leading().stage;
@@ -853,7 +1263,11 @@ impl Bundle {
         };
         let escalation = escalation.or_else(|| rule.map(|r| r.target.clone()));
         let retry = (!outcome.is_allowed() && error.is_none()).then(|| {
-            let p = &self.manifest.pathway(facts.pathway).retry;
+            let p = if facts.webhook.present {
+                &self.manifest.webhooks.lockout.0.retry
+            } else {
+                &self.manifest.pathway(facts.pathway).retry
+            };
             RetryAdvice {
                 max_attempts: p.max_attempts,
                 backoff: match p.backoff {
@@ -887,6 +1301,13 @@ impl Bundle {
             },
             dropped_fields: facts.dropped_fields.clone(),
             error,
+            webhook: facts.webhook.present.then(|| DeliverySummary {
+                source: facts.webhook.source.clone(),
+                kind: facts.webhook.kind.clone(),
+                id: facts.webhook.id.clone(),
+                credential: facts.webhook.credential.clone(),
+                redelivery: facts.webhook.redelivery,
+            }),
             audit,
         }
     }
@@ -900,7 +1321,7 @@ impl Bundle {
         req: &Request,
         q: &Qualified,
         facts: &Facts,
-        request_text: &str,
+        request_text: Rec<'_>,
         kind: &str,
         message: String,
         field: Option<String>,
@@ -930,7 +1351,7 @@ impl Bundle {
         req: &Request,
         q: &Qualified,
         facts: Facts,
-        request_text: &str,
+        request_text: Rec<'_>,
         message: String,
     ) -> Decision {
         self.conclude_fault(req, q, &facts, request_text, "store", message, None)

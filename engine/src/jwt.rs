@@ -48,6 +48,21 @@ pub struct Verifier {
     key: DecodingKey,
     /// Identifies the key material, for the signature cache.
     fingerprint: [u8; 32],
+    /// Revoked by the bundle (`[[revocations]]`): a token it signed fails
+    /// with `revoked-key`.
+    revoked: bool,
+}
+
+impl Verifier {
+    /// The key's id, when it has one.
+    pub fn kid(&self) -> Option<&str> {
+        self.kid.as_deref()
+    }
+
+    /// Stop trusting this key: tokens it signed fail with `revoked-key`.
+    pub fn revoke(&mut self) {
+        self.revoked = true;
+    }
 }
 
 impl std::fmt::Debug for Verifier {
@@ -56,6 +71,7 @@ impl std::fmt::Debug for Verifier {
             .field("issuer", &self.issuer)
             .field("kid", &self.kid)
             .field("algorithm", &self.algorithm)
+            .field("revoked", &self.revoked)
             .finish()
     }
 }
@@ -168,6 +184,7 @@ impl TrustedKey {
             algorithm,
             key,
             fingerprint,
+            revoked: false,
         })
     }
 }
@@ -193,6 +210,10 @@ pub enum Failure {
     WrongAudience,
     /// A required claim is missing.
     MissingClaim,
+    /// The signature verifies under a key the bundle revoked.
+    RevokedKey,
+    /// Longer than [`crate::limits::MAX_TOKEN_BYTES`]: not decoded.
+    Oversized,
 }
 
 impl Failure {
@@ -208,6 +229,8 @@ impl Failure {
             Failure::NotYetValid => "not-yet-valid",
             Failure::WrongAudience => "wrong-audience",
             Failure::MissingClaim => "missing-claim",
+            Failure::RevokedKey => "revoked-key",
+            Failure::Oversized => "oversized",
         }
     }
 }
@@ -229,7 +252,7 @@ pub struct Expect<'a> {
 const SIGNATURE_CACHE: usize = 4096;
 
 thread_local! {
-    static SIGNATURES: std::cell::RefCell<std::collections::HashMap<([u8; 32], String), bool>> =
+    static SIGNATURES: std::cell::RefCell<std::collections::HashMap<([u8; 32], [u8; 32]), bool>> =
         std::cell::RefCell::new(std::collections::HashMap::new());
 }
 
@@ -239,7 +262,12 @@ thread_local! {
 /// exact token text). Only the signature is cached: time and audience are
 /// checked on every request.
 fn signature_holds(token: &str, key: &Verifier, validation: &Validation) -> bool {
-    let cache_key = (key.fingerprint, token.to_string());
+    // Keyed by the token's digest: the cache holds 64 bytes per entry
+    // whatever the tokens' size.
+    let cache_key = (key.fingerprint, {
+        use sha2::Digest as _;
+        sha2::Sha256::digest(token.as_bytes()).into()
+    });
     if let Some(hit) = SIGNATURES.with(|c| c.borrow().get(&cache_key).copied()) {
         return hit;
     }
@@ -255,13 +283,48 @@ fn signature_holds(token: &str, key: &Verifier, validation: &Validation) -> bool
     holds
 }
 
+/// A header or claim set: JSON with no key twice (a duplicate `exp` or
+/// `alg` would mean one thing here and another to the next reader) and no
+/// deep nesting.
+fn strict_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Option<T> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    crate::guard::check(text, 16).ok()?;
+    serde_json::from_str(text).ok()
+}
+
 /// Verify `token` against `keys`; the verified claims, or why not.
 pub fn verify(
     token: &str,
     keys: &[Verifier],
     expect: &Expect<'_>,
 ) -> Result<serde_json::Map<String, Value>, Failure> {
+    verify_key(token, keys, expect).1
+}
+
+/// As [`verify`], with the `kid` of the trusted key whose signature held
+/// (set for a valid token and for one refused after its signature held:
+/// expired, revoked key …; `None` when no signature held or the key has no
+/// id). The id is the trusted key's, never taken from the header alone.
+pub fn verify_key(
+    token: &str,
+    keys: &[Verifier],
+    expect: &Expect<'_>,
+) -> (Option<String>, Result<serde_json::Map<String, Value>, Failure>) {
+    let mut signed_by = None;
+    let result = check(token, keys, expect, &mut signed_by);
+    (signed_by, result)
+}
+
+fn check(
+    token: &str,
+    keys: &[Verifier],
+    expect: &Expect<'_>,
+    signed_by: &mut Option<String>,
+) -> Result<serde_json::Map<String, Value>, Failure> {
     use base64::Engine as _;
+    if token.len() > crate::limits::MAX_TOKEN_BYTES {
+        return Err(Failure::Oversized);
+    }
     let parts: Vec<&str> = token.split('.').collect();
     let [header_b64, claims_b64, _sig] = parts.as_slice() else {
         return Err(Failure::Malformed);
@@ -270,7 +333,7 @@ pub fn verify(
     let header: Value = b64
         .decode(header_b64.trim_end_matches('='))
         .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
+        .and_then(|b| strict_json(&b))
         .ok_or(Failure::Malformed)?;
     let alg = header
         .get("alg")
@@ -282,7 +345,7 @@ pub fn verify(
     let claims: serde_json::Map<String, Value> = b64
         .decode(claims_b64.trim_end_matches('='))
         .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
+        .and_then(|b| strict_json(&b))
         .ok_or(Failure::Malformed)?;
     let issuer = claims
         .get("iss")
@@ -318,6 +381,10 @@ pub fn verify(
     validation.set_issuer(&[issuer]);
     if !signature_holds(token, key, &validation) {
         return Err(Failure::BadSignature);
+    }
+    signed_by.clone_from(&key.kid);
+    if key.revoked {
+        return Err(Failure::RevokedKey);
     }
     // Time and audience against the request, after the signature holds.
     let exp = claims

@@ -45,6 +45,20 @@ pub struct Manifest {
     /// DLP detectors, redaction and field minimisation.
     #[serde(default)]
     pub dlp: crate::dlp::DlpConfig,
+    /// Proxies trusted to write `X-Forwarded-For` (`context.peer` and
+    /// `context.forwarded_for`; see [`crate::network`]).
+    #[serde(default)]
+    pub network: crate::network::NetworkSection,
+    /// Inbound webhook deliveries: sources, secrets, redelivery, lockout.
+    #[serde(default)]
+    pub webhooks: crate::webhook::WebhookSection,
+    /// The control map: measure id (`nis2-21-2-a` …, `ai-act-50`) → the
+    /// policies and cases that evidence it.
+    #[serde(default)]
+    pub controls: BTreeMap<String, crate::controls::Evidence>,
+    /// Models, principals and keys revoked, each with its enforcing policy.
+    #[serde(default)]
+    pub revocations: Vec<crate::revocation::Revocation>,
 }
 
 /// `[oauth]`.
@@ -93,8 +107,11 @@ pub struct ResidencySection {
 pub struct TransferSection {
     /// Recipients a request may name (`context.recipient`).
     pub recipients: BTreeMap<String, Recipient>,
-    /// Adequacy data older than this date (YYYY-MM-DD) is stale: review it.
+    /// After this date (YYYY-MM-DD) the adequacy data is due for review:
+    /// `flows check` run later warns that it is stale.
     pub adequacy_review_after: Option<String>,
+    /// Adequacy data older than this ("180d") since its `as_of` is stale.
+    pub adequacy_max_age: Option<String>,
 }
 
 /// A known recipient of transfers.
@@ -110,7 +127,7 @@ pub struct Recipient {
 
 /// Deserialise a section as the defaults with the given keys laid over them
 /// (tables merge key by key; unknown keys still fail).
-fn overlay<'de, D, T>(d: D) -> Result<T, D::Error>
+pub(crate) fn overlay<'de, D, T>(d: D) -> Result<T, D::Error>
 where
     D: serde::Deserializer<'de>,
     T: Default + Serialize + serde::de::DeserializeOwned,
@@ -144,6 +161,12 @@ pub struct BundleSection {
     /// What the bundle is for.
     #[serde(default)]
     pub description: String,
+    /// Hosts that install bundles while serving (`portcullis serve`) refuse
+    /// this bundle, and any bundle that would replace it, unless it carries
+    /// a valid Ed25519 signature by a key the host trusts. The engine itself
+    /// holds no keys; the check is the installing host's.
+    #[serde(default)]
+    pub require_signature: bool,
 }
 
 /// `[lockout]`: one ladder configuration per pathway.
@@ -498,6 +521,13 @@ impl Manifest {
                 ));
             }
         }
+        if let Err(e) = self.network.validate() {
+            return Err(BundleProblem::at(
+                ProblemKind::Manifest,
+                at("trusted_proxies"),
+                format!("network.{e}"),
+            ));
+        }
         if let Err(e) = self.dlp.validate() {
             return Err(BundleProblem::at(
                 ProblemKind::Manifest,
@@ -510,6 +540,24 @@ impl Manifest {
                 ProblemKind::Manifest,
                 at("leeway"),
                 "oauth.leeway is over the bound of 5m (clock skew, not a grace period)",
+            ));
+        }
+        if let Some(d) = &self.transfer.adequacy_review_after
+            && crate::transfer::parse_date(d).is_none()
+        {
+            return Err(BundleProblem::at(
+                ProblemKind::Manifest,
+                at("adequacy_review_after"),
+                format!("transfer.adequacy_review_after: `{d}` is not a date like 2027-03-01"),
+            ));
+        }
+        if let Some(d) = &self.transfer.adequacy_max_age
+            && humantime::parse_duration(d).is_err()
+        {
+            return Err(BundleProblem::at(
+                ProblemKind::Manifest,
+                at("adequacy_max_age"),
+                format!("transfer.adequacy_max_age: `{d}` is not a duration like \"180d\""),
             ));
         }
         for (name, r) in &self.transfer.recipients {
@@ -537,6 +585,15 @@ impl Manifest {
                     ));
                 }
             }
+        }
+        if let Err(e) = self.webhooks.validate(&self.modules) {
+            let needle = e
+                .split(':')
+                .next()
+                .and_then(|path| path.rsplit('.').next())
+                .filter(|n| text.contains(*n))
+                .unwrap_or("[webhooks");
+            return Err(BundleProblem::at(ProblemKind::Manifest, at(needle), e));
         }
         const STAGES: [&str; 5] = ["challenge", "throttle", "temporary_lock", "hard_lock", "*"];
         for (i, r) in self.escalation.iter().enumerate() {
@@ -596,6 +653,20 @@ mod tests {
         let e = Manifest::parse("portcullis.toml", text).err();
         let e = e.map(|e| (e.message.contains("windwo"), e.location.map(|l| l.line)));
         assert_eq!(e, Some((true, Some(6))));
+    }
+
+    #[test]
+    fn require_signature_defaults_off_and_is_strict() -> Result<(), BundleProblem> {
+        let base = "[bundle]\nname = \"x\"\nversion = \"1\"\nnamespace = \"Crm\"\n";
+        assert!(!Manifest::parse("m", base)?.bundle.require_signature);
+        let on = format!("{base}require_signature = true\n");
+        assert!(Manifest::parse("m", &on)?.bundle.require_signature);
+        let typo = format!("{base}require_signatures = true\n");
+        let e = Manifest::parse("m", &typo).err();
+        assert!(e.is_some_and(|e| e.message.contains("require_signatures")));
+        let ill = format!("{base}require_signature = \"yes\"\n");
+        assert!(Manifest::parse("m", &ill).is_err());
+        Ok(())
     }
 
     #[test]

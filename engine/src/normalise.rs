@@ -100,9 +100,10 @@ pub fn record(manifest: &Manifest, req: &Request) -> Result<Record, RequestError
     Ok(out)
 }
 
-/// The form of an account id used for counting: Unicode lowercase, trimmed.
+/// The form of an account id used for counting: NFKC, invisible
+/// characters removed, lowercase, trimmed (see [`crate::identity`]).
 pub fn account_id(id: &str) -> String {
-    id.trim().to_lowercase()
+    crate::identity::canonical(id)
 }
 
 /// Check at load that every `context.record.<name>` a policy reads is mapped

@@ -33,6 +33,10 @@ pub struct TokenFacts {
     pub scopes: BTreeSet<String>,
     /// Expiry (seconds since the epoch), 0 when not valid.
     pub expires: i64,
+    /// The `kid` of the trusted key whose signature held ("" when none
+    /// held or the key has no id): set for a valid token and for one
+    /// refused after its signature held (expired, `revoked-key` …).
+    pub kid: String,
 }
 
 /// Verify the request's token, if any.
@@ -52,7 +56,9 @@ pub fn derive(
         leeway: section.leeway.as_secs() as i64,
         required: &[],
     };
-    match jwt::verify(token, keys, &expect) {
+    let (kid, verified) = jwt::verify_key(token, keys, &expect);
+    let kid = kid.unwrap_or_default();
+    match verified {
         Ok(claims) => {
             let text = |k: &str| {
                 claims
@@ -82,11 +88,13 @@ pub fn derive(
                 client_id,
                 scopes: expand(section, granted),
                 expires: claims.get("exp").and_then(Value::as_i64).unwrap_or(0),
+                kid,
             }
         }
         Err(f) => TokenFacts {
             present: true,
             failure: f.as_str().to_string(),
+            kid,
             ..TokenFacts::default()
         },
     }

@@ -200,9 +200,13 @@ fn id_number(id: &str) -> Option<(String, u64)> {
     } else {
         id
     };
+    // After the last character that is not a digit (which may be wider
+    // than one byte: found by fuzzing, fuzz/FUZZING.md).
     let digits_start = id
-        .rfind(|c: char| !c.is_ascii_digit())
-        .map(|i| i + 1)
+        .char_indices()
+        .rev()
+        .find(|(_, c)| !c.is_ascii_digit())
+        .map(|(i, c)| i + c.len_utf8())
         .unwrap_or(0);
     if id.len() == 15 && id.chars().all(|c| c.is_ascii_alphanumeric()) && digits_start > 9 {
         let (prefix, tail) = id.split_at(9);

@@ -130,6 +130,35 @@ pub struct RequestContext {
     /// Data-sync flow id, for field minimisation.
     #[serde(default)]
     pub flow: Option<String>,
+    /// A webhook delivery: its kind and signature (the raw delivery is the
+    /// `body`; the source is the principal).
+    #[serde(default)]
+    pub webhook: Option<crate::webhook::WebhookRequest>,
+    /// The address the connection came from, as the host saw it; with
+    /// `forwarded_for`, the engine resolves the client address (trusted
+    /// proxies in the manifest's `[network]`). Give this or `ip`, not both.
+    #[serde(default)]
+    pub peer: Option<String>,
+    /// The `X-Forwarded-For` header as received (several joined with `,`);
+    /// believed only as far as trusted proxies wrote it.
+    #[serde(default)]
+    pub forwarded_for: Option<String>,
+}
+
+/// A request's body as its chunks (bytes), and whether all were text.
+pub type BodyParts = (Vec<Vec<u8>>, bool);
+
+/// One chunk of a body given as `body_chunks`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum BodyChunk {
+    /// Text.
+    Text(String),
+    /// Bytes as base64.
+    Bytes {
+        /// The chunk, base64 (standard alphabet).
+        base64: String,
+    },
 }
 
 /// One request to decide (or one observed event).
@@ -151,6 +180,11 @@ pub struct Request {
     /// Body as base64, for bytes that are not text.
     #[serde(default)]
     pub body_base64: Option<String>,
+    /// Body as it arrived in chunks (a streaming host's view): each a text
+    /// string or `{"base64": "…"}`. DLP scans them as a stream; findings
+    /// and the redacted body are those of the concatenation.
+    #[serde(default)]
+    pub body_chunks: Option<Vec<BodyChunk>>,
     /// The time of the request (RFC 3339). Absent: the engine's clock.
     #[serde(default)]
     pub now: Option<String>,
@@ -173,6 +207,11 @@ impl Request {
                     text.len()
                 ),
             ));
+        }
+        // Duplicate keys and deep nesting are refused before any parser
+        // sees the text (crate::guard).
+        if let Err(p) = crate::guard::check(text, crate::guard::MAX_JSON_DEPTH) {
+            return Err(RequestError::field(p.path, p.message));
         }
         // The fast path parses plainly; only a failure pays for tracking
         // the path to the offending field.
@@ -197,7 +236,7 @@ impl Request {
         Ok(req)
     }
 
-    fn check(&self) -> Result<(), RequestError> {
+    pub(crate) fn check(&self) -> Result<(), RequestError> {
         nonempty("principal.type", &self.principal.kind)?;
         nonempty("principal.id", &self.principal.id)?;
         nonempty("action", &self.action)?;
@@ -209,6 +248,12 @@ impl Request {
                 "give `body` or `body_base64`, not both",
             ));
         }
+        if self.body_chunks.is_some() && (self.body.is_some() || self.body_base64.is_some()) {
+            return Err(RequestError::field(
+                "body_chunks",
+                "give `body`, `body_base64` or `body_chunks`, not more than one",
+            ));
+        }
         if let Some(ip) = &self.context.ip
             && ip.parse::<std::net::IpAddr>().is_err()
         {
@@ -217,7 +262,41 @@ impl Request {
                 format!("`{}` is not an IPv4 or IPv6 address", truncate(ip)),
             ));
         }
-        Ok(())
+        crate::identity::check_request(self)
+    }
+}
+
+impl Request {
+    /// The body's chunks as bytes, in order (one chunk for `body` or
+    /// `body_base64`), and whether every chunk is text. None: no body.
+    pub fn body_parts(&self) -> Result<Option<BodyParts>, RequestError> {
+        use base64::Engine as _;
+        let decode = |field: String, b: &str| {
+            base64::engine::general_purpose::STANDARD
+                .decode(b.trim())
+                .map_err(|e| RequestError::field(&field, format!("not base64: {e}")))
+        };
+        if let Some(text) = &self.body {
+            return Ok(Some((vec![text.as_bytes().to_vec()], true)));
+        }
+        if let Some(b) = &self.body_base64 {
+            return Ok(Some((vec![decode("body_base64".into(), b)?], false)));
+        }
+        let Some(chunks) = &self.body_chunks else {
+            return Ok(None);
+        };
+        let mut parts = Vec::with_capacity(chunks.len());
+        let mut text = true;
+        for (i, chunk) in chunks.iter().enumerate() {
+            match chunk {
+                BodyChunk::Text(t) => parts.push(t.as_bytes().to_vec()),
+                BodyChunk::Bytes { base64 } => {
+                    text = false;
+                    parts.push(decode(format!("body_chunks[{i}].base64"), base64)?);
+                }
+            }
+        }
+        Ok(Some((parts, text)))
     }
 }
 
@@ -229,9 +308,22 @@ fn nonempty(field: &str, value: &str) -> Result<(), RequestError> {
     }
 }
 
+/// At most 64 characters of `s` for a message, control characters escaped
+/// (a quoted value never breaks a line of a text log).
 pub(crate) fn truncate(s: &str) -> String {
-    let mut out: String = s.chars().take(64).collect();
-    if out.len() < s.len() {
+    let mut out: String = s
+        .chars()
+        .take(64)
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect();
+    if s.chars().nth(64).is_some() {
         out.push('…');
     }
     out

@@ -45,6 +45,13 @@ pub trait Store {
     fn get(&mut self, keys: &[String]) -> Result<Vec<Entry>, String>;
     /// Apply each write with its own compare-and-set, in order.
     fn compare_and_set(&mut self, writes: &[Write]) -> Result<Vec<WriteResult>, String>;
+    /// Called before retry `round` (1, 2, …) of writes that conflicted:
+    /// a store shared by concurrent writers waits a bounded, randomised
+    /// while here so they stop colliding in lockstep. The default (stores
+    /// without concurrent writers) returns at once.
+    fn backoff(&mut self, round: u32) {
+        let _ = round;
+    }
 }
 
 /// State kept in process memory: the CLI, the bindings and the case runner.

@@ -46,6 +46,9 @@ pub struct Provenance {
     pub dataset: Option<String>,
     /// Verified `generator` claim.
     pub generator: Option<String>,
+    /// The `kid` of the trusted key whose signature held, also when the
+    /// claim failed after it (expired, `revoked-key` …).
+    pub kid: Option<String>,
 }
 
 impl Provenance {
@@ -56,6 +59,7 @@ impl Provenance {
             issuer: None,
             dataset: None,
             generator: None,
+            kid: None,
         }
     }
 }
@@ -84,7 +88,8 @@ pub fn derive(
         leeway: section.leeway.as_secs() as i64,
         required: &section.required_claims,
     };
-    match jwt::verify(token, keys, &expect) {
+    let (kid, verified) = jwt::verify_key(token, keys, &expect);
+    match verified {
         Ok(claims) => {
             let text = |k: &str| claims.get(k).and_then(Value::as_str).map(str::to_string);
             Provenance {
@@ -93,8 +98,12 @@ pub fn derive(
                 issuer: text("iss"),
                 dataset: text("dataset"),
                 generator: text("generator"),
+                kid,
             }
         }
-        Err(f) => Provenance::status(Status::Unverified, Some(Failure::as_str(f))),
+        Err(f) => Provenance {
+            kid,
+            ..Provenance::status(Status::Unverified, Some(Failure::as_str(f)))
+        },
     }
 }

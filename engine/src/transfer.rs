@@ -66,27 +66,33 @@ pub struct AdequateEntry {
     /// A condition on the recipient: `dpf-certified`.
     #[serde(default)]
     pub condition: Option<String>,
+    /// The decision, as cited (`Commission Implementing Decision (EU) 2021/1772`).
+    #[serde(default)]
+    pub reference: Option<String>,
+    /// When it was adopted (YYYY-MM-DD).
+    #[serde(default)]
+    pub adopted: Option<String>,
 }
 
 impl Adequacy {
     /// Parse `adequacy.json`.
     pub fn parse(text: &str) -> Result<Adequacy, String> {
         let a: Adequacy = serde_json::from_str(text).map_err(|e| e.to_string())?;
-        let valid_date = a.as_of.len() == 10
-            && a.as_of.chars().enumerate().all(|(i, c)| {
-                if i == 4 || i == 7 {
-                    c == '-'
-                } else {
-                    c.is_ascii_digit()
-                }
-            });
-        if !valid_date {
+        if parse_date(&a.as_of).is_none() {
             return Err(format!(
                 "`as_of` is `{}`, expected a date like 2026-09-01",
                 a.as_of
             ));
         }
         for e in &a.adequate {
+            if let Some(d) = &e.adopted
+                && parse_date(d).is_none()
+            {
+                return Err(format!(
+                    "adequacy entry `{}`: `adopted` is `{d}`, expected a date like 2026-01-27",
+                    e.code
+                ));
+            }
             if let Some(c) = &e.condition
                 && c != "dpf-certified"
             {
@@ -98,6 +104,69 @@ impl Adequacy {
         }
         Ok(a)
     }
+
+    /// The adequacy entry for a jurisdiction code.
+    pub fn entry(&self, code: &str) -> Option<&AdequateEntry> {
+        self.adequate.iter().find(|a| a.code == code)
+    }
+}
+
+/// A calendar date written `YYYY-MM-DD`.
+pub fn parse_date(text: &str) -> Option<time::Date> {
+    let shape = text.len() == 10
+        && text.chars().enumerate().all(|(i, c)| {
+            if i == 4 || i == 7 {
+                c == '-'
+            } else {
+                c.is_ascii_digit()
+            }
+        });
+    if !shape {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| text.get(r).and_then(|s| s.parse::<u16>().ok());
+    let month = time::Month::try_from(u8::try_from(num(5..7)?).ok()?).ok()?;
+    time::Date::from_calendar_date(i32::from(num(0..4)?), month, u8::try_from(num(8..10)?).ok()?)
+        .ok()
+}
+
+/// Is the adequacy data due for review on `today` (YYYY-MM-DD)? The
+/// manifest's `[transfer] adequacy_review_after` (a date) and
+/// `adequacy_max_age` (a duration since the data's `as_of`) say when;
+/// the answer is the warning to show, or `None` when the data is current.
+pub fn staleness(manifest: &Manifest, adequacy: &Adequacy, today: &str) -> Option<String> {
+    let today_date = parse_date(today)?;
+    let t = &manifest.transfer;
+    let mut why = Vec::new();
+    if let Some(review) = t.adequacy_review_after.as_deref()
+        && let Some(r) = parse_date(review)
+        && today_date > r
+    {
+        why.push(format!(
+            "it was due for review after {review} ([transfer] adequacy_review_after)"
+        ));
+    }
+    if let (Some(max), Some(as_of)) = (t.adequacy_max_age.as_deref(), parse_date(&adequacy.as_of))
+        && let Ok(max_d) = humantime::parse_duration(max)
+    {
+        let age_days = (today_date - as_of).whole_days();
+        let max_days = (max_d.as_secs() / 86_400) as i64;
+        if age_days > max_days {
+            why.push(format!(
+                "it is {age_days} days old, over the {max} of [transfer] adequacy_max_age"
+            ));
+        }
+    }
+    if adequacy.as_of.is_empty() {
+        return Some(format!("the bundle has no {ADEQUACY_FILE}: every transfer out of the EEA lacks adequacy"));
+    }
+    (!why.is_empty()).then(|| {
+        format!(
+            "adequacy data in {ADEQUACY_FILE} is stale (as of {}): {}; check the Commission's list and update it",
+            adequacy.as_of,
+            why.join("; ")
+        )
+    })
 }
 
 /// What the engine derived about a transfer.

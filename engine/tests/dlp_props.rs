@@ -1,4 +1,5 @@
-//! DLP properties: scanning never panics; redaction never leaves a byte
+//! DLP properties: scanning never panics; a body fed in any chunking
+//! gives exactly the one-shot findings; redaction never leaves a byte
 //! sequence of a finding in the output and keeps valid JSON valid.
 //! Plus an ignored, non-asserting throughput probe.
 
@@ -72,6 +73,46 @@ const OTHER: &[&str] = &[
     "x",
     "",
 ];
+
+/// Values whose validators read far behind or ahead of the candidate
+/// (longer than the regex's own reach, so a chunk edge falls inside them).
+fn edgy() -> Vec<String> {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut safetensors = {
+        let header = br#"{"w":{"dtype":"F32","shape":[16,16],"data_offsets":[0,1024]}}"#;
+        let mut f = (header.len() as u64).to_le_bytes().to_vec();
+        f.extend_from_slice(header);
+        f
+    };
+    safetensors.resize(1500, 0x3c);
+    let key_body: String = (0..25)
+        .map(|i| format!("{}\n", b64.encode([i as u8; 48])))
+        .collect();
+    let floats: Vec<String> = (0..300).map(|i| format!("{:.3}", i as f64 / 7.0)).collect();
+    let payload = b64.encode(format!(r#"{{"sub":"{}"}}"#, "a".repeat(600)));
+    vec![
+        "a.very.long.local.part.of.sixty.characters.or.so.1234@mail.example.org".into(),
+        "remote host address 2001:db8:85a3::8a2e:370:7334".into(),
+        "the client ::ffff:192.0.2.128 said".into(),
+        "payment by credit card number 4111111111111111".into(),
+        format!("-----BEGIN RSA PRIVATE KEY-----\n{key_body}-----END RSA PRIVATE KEY-----"),
+        format!("-----BEGIN OPENSSH PRIVATE KEY-----\n{key_body}"),
+        format!("{{\"blob\": \"{}\"}}", b64.encode(&safetensors)),
+        format!("\"{}\"", b64.encode([7u8; 900])),
+        format!("[{}]", floats.join(", ")),
+        format!(
+            "[[{}], [{}]]",
+            floats[..150].join(","),
+            floats[150..].join(",")
+        ),
+        format!(
+            "Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.{}.c2lnbmF0dXJlc2lnbmF0dXJl",
+            payload.trim_end_matches('=')
+        ),
+        format!("sid=00D5g000004XyZ1!AQ{}", "Ab3.xY9_qZ7".repeat(12)),
+    ]
+}
 
 fn fragment() -> impl Strategy<Value = String> {
     prop_oneof![
@@ -177,11 +218,27 @@ proptest! {
         let cfg = with_modes(&modes);
         let r = dlp::scan(&cfg, &body);
         let out = dlp::redact(&cfg, &body, &r.findings);
+        let parsed = serde_json::from_slice::<Value>(&out);
         prop_assert!(
-            serde_json::from_slice::<Value>(&out).is_ok(),
+            parsed.is_ok(),
             "invalid JSON: {}",
             String::from_utf8_lossy(&out)
         );
+        // The document keeps its shape: redaction works inside values and
+        // never falls back to replacing the whole body (a top-level array
+        // may become a string or `null` only when a finding starts with
+        // it: a tensor is redacted as one value).
+        let whole = r.findings.iter().any(|f| f.offset == 0);
+        match (&doc, parsed.unwrap_or(Value::Null)) {
+            (Value::Object(_), out) => prop_assert!(out.is_object(), "object became {}", out),
+            (Value::Array(_), out) => prop_assert!(
+                out.is_array() || (whole && (out.is_string() || out.is_null())),
+                "array became {}", out
+            ),
+            (Value::Null, out) => prop_assert!(out.is_null()),
+            (_, Value::Null) => prop_assert!(whole, "{:?} became null", String::from_utf8_lossy(&body)),
+            _ => {}
+        }
         check_no_survivor(&body, &out, &r.findings)?;
         // Every strong value is gone.
         for (_, core) in STRONG {
@@ -205,6 +262,165 @@ proptest! {
         check_no_survivor(body.as_bytes(), &out, &r.findings)?;
         if m == RedactionMode::Mask && !dlp_json(body.as_bytes()) {
             prop_assert_eq!(out.len(), body.len());
+        }
+    }
+}
+
+/// A small corpus from `scripts/gen_dlp_corpus.py` (the bench's generator,
+/// 400 kB, fixed seed), or the built-in stand-in where python3 is missing.
+fn small_corpus() -> &'static [(String, Vec<u8>)] {
+    static CORPUS: std::sync::OnceLock<Vec<(String, Vec<u8>)>> = std::sync::OnceLock::new();
+    CORPUS.get_or_init(|| {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let out = std::env::temp_dir().join(format!("dlp-props-corpus-{}.bin", std::process::id()));
+        let generated = std::process::Command::new("python3")
+            .arg(root.join("scripts/gen_dlp_corpus.py"))
+            .arg(&out)
+            .args(["--size", "400000", "--seed", "7"])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|_| std::fs::read(&out).ok());
+        let _ = std::fs::remove_file(&out);
+        let bytes = generated.unwrap_or_else(|| {
+            eprintln!("python3 not available: streaming property on the built-in corpus");
+            builtin_corpus()
+        });
+        corpus_docs(&bytes)
+            .into_iter()
+            .map(|(k, d)| (k, d.to_vec()))
+            .collect()
+    })
+}
+
+fn unlimited() -> DlpConfig {
+    DlpConfig {
+        max_body_bytes: usize::MAX,
+        min_confidence: 0,
+        ..DlpConfig::default()
+    }
+}
+
+/// Feed `body` cut into chunks of the given sizes (cycled).
+fn stream_in(cfg: &DlpConfig, body: &[u8], sizes: &[usize]) -> (dlp::ScanResult, usize) {
+    let mut stream = dlp::StreamScan::new(cfg);
+    let mut at = 0;
+    let mut most = 0;
+    for size in sizes.iter().cycle() {
+        if at >= body.len() {
+            break;
+        }
+        let end = (at + size.max(&1)).min(body.len());
+        stream.feed(&body[at..end]);
+        most = most.max(stream.retained());
+        at = end;
+    }
+    (stream.finish(), most)
+}
+
+fn chunk_sizes() -> impl Strategy<Value = Vec<usize>> {
+    proptest::collection::vec(
+        prop_oneof![
+            4 => 1usize..16,
+            3 => 16usize..512,
+            2 => 512usize..8192,
+            1 => 8192usize..200_000,
+        ],
+        1..24,
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+
+    /// Any chunking of any corpus document gives the one-shot findings
+    /// (kinds, offsets, lengths, confidences and digests), and keeps no
+    /// more than the window it promises.
+    #[test]
+    fn streaming_equals_one_shot(doc in any::<proptest::sample::Index>(), sizes in chunk_sizes()) {
+        let docs = small_corpus();
+        let (kind, body) = &docs[doc.index(docs.len())];
+        let cfg = unlimited();
+        let one_shot = dlp::scan(&cfg, body);
+        let (streamed, most) = stream_in(&cfg, body, &sizes);
+        prop_assert_eq!(&streamed, &one_shot, "{} document of {} bytes, chunks {:?}", kind, body.len(), sizes);
+        let biggest = sizes.iter().max().copied().unwrap_or(1);
+        prop_assert!(
+            most <= dlp::LOOKBACK + dlp::LOOKAHEAD + biggest.max(64 << 10),
+            "kept {} bytes", most
+        );
+    }
+
+    /// Shaped text (the strong values, filler, numbers, keys) in any
+    /// chunking gives the one-shot findings.
+    #[test]
+    fn streaming_equals_one_shot_on_shaped_text(
+        parts in proptest::collection::vec(prop_oneof![
+            3 => fragment(),
+            1 => proptest::sample::select(edgy()),
+        ], 0..40),
+        sizes in chunk_sizes(),
+    ) {
+        // After 9 kB of filler, past the start that is held back while the
+        // body may still turn out to be a weights file.
+        let body = "lorem ipsum dolor ".repeat(500) + &parts.join(" ");
+        let cfg = unlimited();
+        let one_shot = dlp::scan(&cfg, body.as_bytes());
+        let (streamed, _) = stream_in(&cfg, body.as_bytes(), &sizes);
+        prop_assert_eq!(streamed, one_shot, "{:?} in chunks {:?}", body, sizes);
+    }
+}
+
+/// The whole small corpus as one body, in a few fixed chunkings.
+#[test]
+fn streaming_the_whole_corpus_equals_one_shot() {
+    let whole: Vec<u8> = small_corpus()
+        .iter()
+        .filter(|(k, _)| k != "weights")
+        .flat_map(|(_, d)| d.iter().copied().chain(std::iter::once(b'\n')))
+        .collect();
+    let cfg = unlimited();
+    let one_shot = dlp::scan(&cfg, &whole);
+    assert!(one_shot.count() > 100, "{}", one_shot.count());
+    for sizes in [
+        &[1usize << 16][..],
+        &[4096],
+        &[1, 7, 300, 5000],
+        &[65_537, 3],
+    ] {
+        let (streamed, most) = stream_in(&cfg, &whole, sizes);
+        assert_eq!(streamed, one_shot, "chunks {sizes:?}");
+        assert!(
+            most <= dlp::LOOKBACK + dlp::LOOKAHEAD + (64 << 10),
+            "kept {most}"
+        );
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// In a text body, masking replaces every byte of every finding with
+    /// `*` where it stood, and changes nothing else but other occurrences
+    /// of a finding's bytes (also masked). Stronger than "the matched text
+    /// is gone": a mask that left one byte of a card would pass that and
+    /// fails this.
+    #[test]
+    fn masking_covers_every_byte_of_every_finding(parts in proptest::collection::vec(
+        prop_oneof![3 => fragment(), 1 => proptest::sample::select(edgy())], 0..12,
+    )) {
+        let body = format!("text: {}", parts.join("\n"));
+        let cfg = all_confidences();
+        let r = dlp::scan(&cfg, body.as_bytes());
+        let out = dlp::redact(&cfg, body.as_bytes(), &r.findings);
+        prop_assert_eq!(out.len(), body.len());
+        for f in &r.findings {
+            for i in f.offset..f.offset + f.length {
+                prop_assert_eq!(out[i], b'*', "{} at {}: byte {} kept in {:?}", &f.kind, f.offset, i, String::from_utf8_lossy(&out));
+            }
+        }
+        for (i, (a, b)) in body.bytes().zip(&out).enumerate() {
+            prop_assert!(a == *b || *b == b'*', "byte {} changed to {:?}", i, *b as char);
         }
     }
 }

@@ -1,9 +1,12 @@
 //! The proxy-wasm glue: Envoy callbacks → mapping → engine → reply.
 //!
 //! Only host calls live here; everything they feed is in the pure modules.
-//! Per request: one call for all request headers, one or three property
-//! reads (peer address; mTLS state and SAN when configured), one shared-data
-//! read per lockout key, and on refusal one local reply.
+//! Per request: one call for all request headers, two property reads (peer
+//! address; mTLS state when configured, and the peer's SAN when it is
+//! mTLS), one shared-data read per state key the request touches, one
+//! counter, and on refusal one local reply. The request is built as the
+//! engine's `Request` (no JSON text in between) and decided without an
+//! audit record unless it is logged.
 
 use crate::mapping::{self, Mapped, Peer, Unmapped};
 use crate::respond::{self, Reply};
@@ -11,11 +14,12 @@ use crate::settings::{self, Loaded, LogDecisions, Unmatched};
 use crate::store::{self, SharedData, SharedStore};
 use crate::{DECISION_HEADER, REQUEST_HEADER, STATE_HEADER};
 use base64::Engine as _;
-use portcullis_engine::{Decision, Outcome};
+use portcullis_engine::decision::Audit;
+use portcullis_engine::request::{Event, Request};
+use portcullis_engine::{Decision, Outcome, RequestError};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType, Status};
-use serde_json::{Map, Value};
 use std::rc::Rc;
 
 proxy_wasm::main! {{
@@ -47,6 +51,16 @@ impl SharedData for Host {
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0)
+    }
+
+    fn seed(&self) -> u64 {
+        let nanos = hostcalls::get_current_time()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        // Two worker VMs asking in the same nanosecond still differ.
+        nanos ^ (std::ptr::from_ref(self) as usize as u64).rotate_left(32)
     }
 }
 
@@ -223,6 +237,15 @@ fn refuse(metrics: &Metrics, e: &settings::ConfigError) -> bool {
     false
 }
 
+/// What a decision is made on.
+#[derive(Clone, Copy)]
+enum Input<'a> {
+    /// Trust mode: the request's JSON text as the test sent it.
+    Text(&'a str),
+    /// A request mapped from HTTP.
+    Built(&'a Request),
+}
+
 /// One HTTP stream.
 struct Filter {
     loaded: Option<Rc<Loaded>>,
@@ -230,7 +253,7 @@ struct Filter {
     /// A mapped request waiting for its body.
     pending: Option<Mapped>,
     /// An allowed login request, whose answer is an authentication event.
-    login: Option<Map<String, Value>>,
+    login: Option<Request>,
     /// Trust mode: the decision, for the response header.
     decision_header: Option<String>,
     /// The filter answered the request itself.
@@ -266,11 +289,23 @@ impl Filter {
         Action::Pause
     }
 
-    fn decide(&self, loaded: &Loaded, text: &str) -> Decision {
+    fn decide(&self, loaded: &Loaded, input: Input<'_>) -> Decision {
         let mut store = SharedStore::new(&Host, &self.namespace);
-        let decision = loaded.bundle.decide(text, &mut store);
+        let settings = &loaded.config.settings;
+        let decision = match input {
+            Input::Text(text) => loaded.bundle.decide(text, &mut store),
+            Input::Built(req) => {
+                // Trust mode hands the whole decision back: keep its record.
+                let audit = match (settings.trust_mode, settings.log) {
+                    (true, _) | (false, LogDecisions::All) => Audit::All,
+                    (false, LogDecisions::Refused) => Audit::Refused,
+                    (false, LogDecisions::None) => Audit::None,
+                };
+                loaded.bundle.decide_with(req, &mut store, audit)
+            }
+        };
         self.metrics.decision(&decision);
-        let log_it = match loaded.config.settings.log {
+        let log_it = match settings.log {
             LogDecisions::None => false,
             LogDecisions::Refused => !decision.allowed,
             LogDecisions::All => true,
@@ -282,10 +317,10 @@ impl Filter {
         decision
     }
 
-    /// Decide `text` and act on it. `login`: the request, when the
-    /// upstream's answer is an authentication event.
-    fn act(&mut self, loaded: &Loaded, text: &str, login: Option<Map<String, Value>>) -> Action {
-        let decision = self.decide(loaded, text);
+    /// Decide and act on the outcome: continue (redacting the body), or
+    /// answer here.
+    fn act(&mut self, loaded: &Loaded, input: Input<'_>) -> Action {
+        let decision = self.decide(loaded, input);
         let header = loaded
             .config
             .settings
@@ -303,7 +338,6 @@ impl Filter {
                     );
                     return self.send(respond::refusal("error: redaction"), header);
                 }
-                self.login = login;
                 self.decision_header = header;
                 Action::Continue
             }
@@ -322,7 +356,7 @@ impl Filter {
         }
         let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, REQUEST_HEADER);
         match crate::decode_request_header(raw) {
-            Ok(text) => self.act(loaded, &text, None),
+            Ok(text) => self.act(loaded, Input::Text(&text)),
             Err(message) => {
                 let decision =
                     Decision::fault("invalid-request", message, Some(REQUEST_HEADER.into()), "");
@@ -345,9 +379,10 @@ impl Filter {
             mtls = prop(vec!["connection", "mtls"])
                 .is_some_and(|b| b.first().is_some_and(|x| *x != 0));
             if mtls {
+                let text = |b: Vec<u8>| String::from_utf8(b).ok().filter(|s| !s.is_empty());
                 san = prop(vec!["connection", "uri_san_peer_certificate"])
-                    .and_then(|b| String::from_utf8(b).ok())
-                    .filter(|s| !s.is_empty());
+                    .and_then(text)
+                    .or_else(|| prop(vec!["connection", "dns_san_peer_certificate"]).and_then(text));
             }
         }
         Peer {
@@ -367,6 +402,19 @@ impl HttpContext for Filter {
             Ok(h) => h,
             Err(_) => return self.send(respond::refusal("error: engine-fault"), None),
         };
+        // Test builds only (`--features crash-test`): trap the VM on demand,
+        // to show that Envoy's FAIL_RELOAD brings a fresh one.
+        #[cfg(feature = "crash-test")]
+        if mapping::header(&headers, crate::CRASH_HEADER).is_some() {
+            log(LogLevel::Warn, "portcullis: crash requested (crash-test build)");
+            core::arch::wasm32::unreachable();
+        }
+        #[cfg(feature = "bench-stages")]
+        let stop = crate::stages::stop_at(&headers);
+        #[cfg(feature = "bench-stages")]
+        if stop == Some(crate::stages::Stage::Headers) {
+            return Action::Continue;
+        }
         if loaded.config.settings.trust_mode
             && let Some(raw) = mapping::header(&headers, REQUEST_HEADER)
         {
@@ -374,7 +422,16 @@ impl HttpContext for Filter {
             return self.trusted_request(&loaded, &raw, &headers);
         }
         let peer = self.peer(&loaded);
-        match mapping::map(&loaded.config, &headers, &peer) {
+        #[cfg(feature = "bench-stages")]
+        if stop == Some(crate::stages::Stage::Peer) {
+            return Action::Continue;
+        }
+        let mapped = mapping::map(&loaded.config, &headers, &peer);
+        #[cfg(feature = "bench-stages")]
+        if let Some(stage) = stop {
+            return crate::stages::finish(stage, &loaded, mapped.as_ref().ok(), &Host);
+        }
+        match mapped {
             Err(Unmapped::NoRoute) => match loaded.config.settings.unmatched {
                 Unmatched::Allow => Action::Continue,
                 Unmatched::Deny => {
@@ -394,6 +451,15 @@ impl HttpContext for Filter {
                 self.send(reply, None)
             }
             Err(Unmapped::BadPrincipal) => self.send(respond::refusal("malformed principal"), None),
+            Err(Unmapped::BadContext(field, message)) => {
+                let decision =
+                    Decision::invalid(RequestError::field(field, message), "(mapped request)");
+                self.metrics.decision(&decision);
+                match respond::reply(&decision, &loaded.config.settings.realm) {
+                    Some(reply) => self.send(reply, None),
+                    None => Action::Continue,
+                }
+            }
             Ok(mapped) if mapped.body && !end_of_stream => {
                 // Pausing here would stop the body from reaching this filter
                 // (proxy-wasm's Pause on headers is Envoy's
@@ -407,9 +473,11 @@ impl HttpContext for Filter {
                 Action::Continue
             }
             Ok(mapped) => {
-                let text = serde_json::to_string(&mapped.request).unwrap_or_default();
-                let login = mapped.login.then_some(mapped.request);
-                self.act(&loaded, &text, login)
+                let action = self.act(&loaded, Input::Built(&mapped.request));
+                if mapped.login && !self.replied {
+                    self.login = Some(mapped.request);
+                }
+                action
             }
         }
     }
@@ -438,9 +506,11 @@ impl HttpContext for Filter {
             Err(_) => return self.send(respond::refusal("error: engine-fault"), None),
         };
         self.body = Some((body.len(), mapping::add_body(&mut mapped.request, &body)));
-        let text = serde_json::to_string(&mapped.request).unwrap_or_default();
-        let login = mapped.login.then_some(mapped.request);
-        self.act(&loaded, &text, login)
+        let action = self.act(&loaded, Input::Built(&mapped.request));
+        if mapped.login && !self.replied {
+            self.login = Some(mapped.request);
+        }
+        action
     }
 
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
@@ -469,13 +539,13 @@ impl HttpContext for Filter {
                 .and_then(|s| s.parse::<u32>().ok())
                 .unwrap_or(0);
             let event = match status {
-                401 | 403 => Some("auth_failure"),
-                200..=299 => Some("auth_success"),
+                401 | 403 => Some(Event::AuthFailure),
+                200..=299 => Some(Event::AuthSuccess),
                 _ => None,
             };
             if let Some(event) = event {
-                self.metrics.event(event);
-                let _ = self.decide(&loaded, &mapping::as_event(&request, event));
+                self.metrics.event(event.as_str());
+                let _ = self.decide(&loaded, Input::Built(&mapping::as_event(&request, event)));
             }
         }
         Action::Continue

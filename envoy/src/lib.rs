@@ -17,6 +17,8 @@ pub mod net;
 pub mod resource;
 pub mod respond;
 pub mod settings;
+#[cfg(all(target_arch = "wasm32", feature = "bench-stages"))]
+pub mod stages;
 pub mod store;
 
 #[cfg(target_arch = "wasm32")]
@@ -31,6 +33,9 @@ pub const DECISION_HEADER: &str = "x-portcullis-decision";
 /// Trust mode: the request header naming a state namespace, so a test case
 /// starts from empty state (`[A-Za-z0-9._-]`, at most 64 characters).
 pub const STATE_HEADER: &str = "x-portcullis-state";
+/// Test builds only (`--features crash-test`): a request carrying this
+/// header traps the VM (to test Envoy's `FAIL_RELOAD`).
+pub const CRASH_HEADER: &str = "x-portcullis-crash";
 
 /// The request JSON carried by [`REQUEST_HEADER`] (standard or URL-safe
 /// base64, padded or not).
@@ -186,35 +191,57 @@ mod tests {
         }
     }
 
-    /// Failures reported by two threads (as two worker VMs) at once are each
-    /// counted exactly once. (Many more writers on one key can exhaust the
-    /// engine's 16 compare-and-set rounds: a `store` fault, fail closed.)
+    /// Failures reported by eight threads (as worker VMs) at once on one
+    /// account are each counted exactly once, and none fails: conflicting
+    /// compare-and-set rounds back off (randomised, bounded) instead of
+    /// colliding in lockstep until the engine's retries run out.
     #[test]
     fn concurrent_failures_are_exact() {
+        const THREADS: usize = 8;
+        const EACH: usize = 12;
         let bundle = Arc::new(Bundle::load(&policy_files()).unwrap());
         let data = Arc::new(Fake::default());
         ensure_lock(&*data).unwrap();
         let event = r#"{"principal":{"type":"User","id":"race@example.com"},"action":"login","resource":{"type":"App","id":"sales-cloud"},"event":"auth_failure","now":"2026-11-22T10:00:00Z"}"#;
-        let threads: Vec<_> = (0..2)
+        let threads: Vec<_> = (0..THREADS)
             .map(|_| {
                 let (bundle, data) = (Arc::clone(&bundle), Arc::clone(&data));
                 std::thread::spawn(move || {
-                    for _ in 0..30 {
-                        let d = bundle.decide(event, &mut SharedStore::new(&*data, ""));
+                    let mut spun = 0;
+                    for _ in 0..EACH {
+                        let mut store = SharedStore::new(&*data, "");
+                        let d = bundle.decide(event, &mut store);
                         assert!(d.error.is_none(), "{:?}", d.error);
+                        spun += store.spun;
                     }
+                    spun
                 })
             })
             .collect();
-        for t in threads {
-            t.join().unwrap();
-        }
+        let spun: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
         let probe = event.replace(r#","event":"auth_failure""#, "");
         let d = bundle.decide(&probe, &mut SharedStore::new(&*data, ""));
         assert_eq!(
-            d.audit.facts["lockout"]["account"]["failures"], 60,
+            d.audit.facts["lockout"]["account"]["failures"],
+            THREADS * EACH,
             "{}",
             d.audit.facts
         );
+        assert!(spun > 0, "no conflict ever backed off");
+    }
+
+    /// The backoff is random, grows with the round, and stays bounded.
+    #[test]
+    fn backoff_is_bounded_and_grows() {
+        use crate::store::{BACKOFF_BASE_SPINS, BACKOFF_MAX_SPINS};
+        let data = Fake::default();
+        let mut s = SharedStore::new(&data, "");
+        for round in 1..40 {
+            let ceiling = (BACKOFF_BASE_SPINS << (round - 1).min(20)).min(BACKOFF_MAX_SPINS);
+            let draws: Vec<u64> = (0..64).map(|_| s.backoff_spins(round)).collect();
+            assert!(draws.iter().all(|d| *d < ceiling), "round {round}");
+            let distinct: std::collections::BTreeSet<_> = draws.iter().collect();
+            assert!(distinct.len() > 16, "round {round}: {draws:?}");
+        }
     }
 }

@@ -6,9 +6,10 @@
 //! tested natively.
 
 use crate::net;
-use crate::settings::{Compiled, HeaderKind, Route};
+use crate::settings::{Compiled, HeaderKind, Route, Slot};
 use base64::Engine as _;
-use serde_json::{Map, Value, json};
+use portcullis_engine::request::{EntityRef, Event, Mtls, Request, SyntheticClaim};
+use serde_json::Value;
 
 /// The peer as the connection shows it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -18,7 +19,8 @@ pub struct Peer {
     /// `connection.mtls`: the peer presented a certificate the listener
     /// verified.
     pub mtls: bool,
-    /// `connection.uri_san_peer_certificate`.
+    /// The peer certificate's URI SAN (`connection.uri_san_peer_certificate`),
+    /// else its DNS SAN (`connection.dns_san_peer_certificate`).
     pub san: Option<String>,
 }
 
@@ -26,8 +28,8 @@ pub struct Peer {
 /// route wants it).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Mapped {
-    /// The request document (an object).
-    pub request: Map<String, Value>,
+    /// The request, built directly (no JSON text in between).
+    pub request: Request,
     /// Whether the upstream's answer is an authentication event.
     pub login: bool,
     /// Whether the body must be buffered and added before deciding.
@@ -43,6 +45,9 @@ pub enum Unmapped {
     NoPrincipal,
     /// The principal header is not `Type:id`.
     BadPrincipal,
+    /// A header's value does not fit where the settings put it (field,
+    /// message).
+    BadContext(String, String),
 }
 
 /// The value of header `name` (lower case), as Envoy delivered the map.
@@ -58,10 +63,14 @@ fn header_str<'a>(headers: &'a [(String, Vec<u8>)], name: &str) -> Option<&'a st
 }
 
 /// The first route rule matching `method` and `path` (query ignored), with
-/// the resource id it names.
-pub fn route<'a>(config: &'a Compiled, method: &str, path: &str) -> Option<(&'a Route, String)> {
+/// its index and the resource id it names.
+pub fn route<'a>(
+    config: &'a Compiled,
+    method: &str,
+    path: &str,
+) -> Option<(usize, &'a Route, String)> {
     let path = path.split(['?', '#']).next().unwrap_or("");
-    config.routes.iter().find_map(|r| {
+    config.routes.iter().enumerate().find_map(|(i, r)| {
         if !path.starts_with(&r.prefix) {
             return None;
         }
@@ -73,7 +82,32 @@ pub fn route<'a>(config: &'a Compiled, method: &str, path: &str) -> Option<(&'a 
             (None, Some(n)) => percent_decode(path.split('/').filter(|s| !s.is_empty()).nth(n)?),
             (None, None) => return None,
         };
-        Some((r, id))
+        Some((i, r, id))
+    })
+}
+
+/// A header value read as its rule says; None: ignore it (a non-bearer
+/// `authorization`).
+fn convert(raw: &str, kind: HeaderKind) -> Option<Value> {
+    Some(match kind {
+        HeaderKind::String => Value::String(raw.to_string()),
+        HeaderKind::List => Value::Array(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| Value::String(s.to_string()))
+                .collect(),
+        ),
+        HeaderKind::Bool => Value::Bool(matches!(
+            raw.trim().to_ascii_lowercase().as_str(),
+            "true" | "1" | "yes"
+        )),
+        HeaderKind::Bearer => match raw.trim().split_once(' ') {
+            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => {
+                Value::String(token.trim().to_string())
+            }
+            _ => return None,
+        },
     })
 }
 
@@ -85,7 +119,7 @@ pub fn map(
 ) -> Result<Mapped, Unmapped> {
     let method = header_str(headers, ":method").unwrap_or("");
     let path = header_str(headers, ":path").unwrap_or("/");
-    let (route, resource_id) = route(config, method, path).ok_or(Unmapped::NoRoute)?;
+    let (index, route, resource_id) = route(config, method, path).ok_or(Unmapped::NoRoute)?;
 
     let principal = match header_str(headers, &config.principal_header) {
         Some(p) => {
@@ -94,43 +128,83 @@ pub fn map(
             if kind.is_empty() || id.is_empty() {
                 return Err(Unmapped::BadPrincipal);
             }
-            json!({"type": kind, "id": id})
+            EntityRef {
+                kind: kind.to_string(),
+                id: id.to_string(),
+            }
         }
         None => match (&config.settings.san_principal, peer.mtls, &peer.san) {
-            (Some(rule), true, Some(san)) => {
-                let id = san.strip_prefix(rule.strip_prefix.as_str()).unwrap_or(san);
-                json!({"type": rule.kind, "id": id})
-            }
+            (Some(rule), true, Some(san)) => EntityRef {
+                kind: rule.kind.clone(),
+                id: san
+                    .strip_prefix(rule.strip_prefix.as_str())
+                    .unwrap_or(san)
+                    .to_string(),
+            },
             _ => return Err(Unmapped::NoPrincipal),
         },
     };
 
-    let mut context = route.context.clone();
-    for (name, segs, kind) in &config.headers {
-        let Some(raw) = header_str(headers, name) else {
+    let mut context = config
+        .route_context
+        .get(index)
+        .cloned()
+        .unwrap_or_default();
+    // Paths the filter does not set directly go through the context's JSON
+    // form, after the direct ones (settings order, like the direct ones).
+    let mut other: Vec<(&[String], Value)> = Vec::new();
+    for rule in &config.headers {
+        let Some(raw) = header_str(headers, &rule.name) else {
             continue;
         };
-        let value = match kind {
-            HeaderKind::String => Value::String(raw.to_string()),
-            HeaderKind::List => Value::Array(
-                raw.split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(|s| Value::String(s.to_string()))
-                    .collect(),
-            ),
-            HeaderKind::Bool => Value::Bool(matches!(
-                raw.trim().to_ascii_lowercase().as_str(),
-                "true" | "1" | "yes"
-            )),
-            HeaderKind::Bearer => match raw.trim().split_once(' ') {
-                Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => {
-                    Value::String(token.trim().to_string())
-                }
-                _ => continue,
-            },
+        let Some(value) = convert(raw, rule.kind) else {
+            continue;
         };
-        insert_path(&mut context, segs, value);
+        match (&rule.slot, value) {
+            (Slot::Text(f), Value::String(v)) => *f.of(&mut context) = Some(v),
+            (Slot::Fields, Value::Array(items)) => {
+                context.fields = Some(
+                    items
+                        .into_iter()
+                        .filter_map(|v| match v {
+                            Value::String(s) => Some(s),
+                            _ => None,
+                        })
+                        .collect(),
+                )
+            }
+            (Slot::SyntheticMarker, Value::Bool(b)) => {
+                context
+                    .synthetic
+                    .get_or_insert_with(SyntheticClaim::default)
+                    .marker = b
+            }
+            (Slot::SyntheticProvenance, Value::String(v)) => {
+                context
+                    .synthetic
+                    .get_or_insert_with(SyntheticClaim::default)
+                    .provenance = Some(v)
+            }
+            (Slot::Path(segs), value) => other.push((segs, value)),
+            (_, value) => {
+                return Err(Unmapped::BadContext(
+                    rule.name.clone(),
+                    format!("unexpected value {value}"),
+                ));
+            }
+        }
+    }
+    if !other.is_empty() {
+        let mut doc = match serde_json::to_value(&context) {
+            Ok(Value::Object(m)) => m,
+            _ => serde_json::Map::new(),
+        };
+        doc.retain(|_, v| !v.is_null());
+        for (segs, value) in other {
+            crate::settings::insert_path(&mut doc, segs, value);
+        }
+        context = serde_json::from_value(Value::Object(doc))
+            .map_err(|e| Unmapped::BadContext("context".into(), e.to_string()))?;
     }
     let peer_ip = peer.source_address.as_deref().and_then(net::peer_ip);
     if let Some(ip) = net::client_ip(
@@ -138,27 +212,29 @@ pub fn map(
         header_str(headers, "x-forwarded-for"),
         &config.trusted,
     ) {
-        context.insert("ip".into(), Value::String(ip.to_string()));
+        context.ip = Some(ip.to_string());
     }
     if config.settings.mtls && peer.mtls {
-        let mut m = Map::new();
-        m.insert("verified".into(), Value::Bool(true));
-        if let Some(san) = &peer.san {
-            m.insert("san".into(), Value::String(san.clone()));
-        }
-        context.insert("mtls".into(), Value::Object(m));
+        context.mtls = Some(Mtls {
+            verified: true,
+            san: peer.san.clone(),
+        });
     }
 
-    let mut request = Map::new();
-    request.insert("principal".into(), principal);
-    request.insert("action".into(), Value::String(route.action.clone()));
-    request.insert(
-        "resource".into(),
-        json!({"type": route.resource.kind, "id": resource_id}),
-    );
-    if !context.is_empty() {
-        request.insert("context".into(), Value::Object(context));
-    }
+    let request = Request {
+        principal,
+        action: route.action.clone(),
+        resource: EntityRef {
+            kind: route.resource.kind.clone(),
+            id: resource_id,
+        },
+        context,
+        body: None,
+        body_base64: None,
+        body_chunks: None,
+        now: None,
+        event: None,
+    };
     Ok(Mapped {
         request,
         login: route.login,
@@ -168,17 +244,16 @@ pub fn map(
 
 /// Add the buffered body: text when it is UTF-8, else base64. Returns
 /// whether it went as text.
-pub fn add_body(request: &mut Map<String, Value>, body: &[u8]) -> bool {
+pub fn add_body(request: &mut Request, body: &[u8]) -> bool {
     match std::str::from_utf8(body) {
         Ok(text) => {
-            request.insert("body".into(), Value::String(text.to_string()));
+            request.body = Some(text.to_string());
+            request.body_base64 = None;
             true
         }
         Err(_) => {
-            request.insert(
-                "body_base64".into(),
-                Value::String(base64::engine::general_purpose::STANDARD.encode(body)),
-            );
+            request.body = None;
+            request.body_base64 = Some(base64::engine::general_purpose::STANDARD.encode(body));
             false
         }
     }
@@ -204,30 +279,12 @@ pub fn redacted_body(
 }
 
 /// The same request as an observed event (for a login route's answer).
-pub fn as_event(request: &Map<String, Value>, event: &str) -> String {
+pub fn as_event(request: &Request, event: Event) -> Request {
     let mut r = request.clone();
-    r.remove("body");
-    r.remove("body_base64");
-    r.insert("event".into(), Value::String(event.to_string()));
-    Value::Object(r).to_string()
-}
-
-fn insert_path(map: &mut Map<String, Value>, segs: &[String], value: Value) {
-    let Some((last, parents)) = segs.split_last() else {
-        return;
-    };
-    let mut cur = map;
-    for s in parents {
-        let slot = cur
-            .entry(s.clone())
-            .or_insert_with(|| Value::Object(Map::new()));
-        if !slot.is_object() {
-            *slot = Value::Object(Map::new());
-        }
-        let Value::Object(next) = slot else { return };
-        cur = next;
-    }
-    cur.insert(last.clone(), value);
+    r.body = None;
+    r.body_base64 = None;
+    r.event = Some(event);
+    r
 }
 
 fn percent_decode(s: &str) -> String {
@@ -258,6 +315,23 @@ fn percent_decode(s: &str) -> String {
 mod tests {
     use super::*;
     use crate::settings::Settings;
+    use serde_json::json;
+
+    /// The request's JSON form without nulls.
+    fn doc(r: &Request) -> Value {
+        fn strip(v: Value) -> Value {
+            match v {
+                Value::Object(m) => Value::Object(
+                    m.into_iter()
+                        .filter(|(_, v)| !v.is_null())
+                        .map(|(k, v)| (k, strip(v)))
+                        .collect(),
+                ),
+                other => other,
+            }
+        }
+        strip(serde_json::to_value(r).unwrap())
+    }
 
     fn config() -> Compiled {
         let s: Settings = serde_json::from_value(json!({
@@ -313,7 +387,7 @@ mod tests {
         let m = map(&c, &headers, &peer("203.0.113.7:4444")).unwrap();
         assert!(m.login && !m.body);
         assert_eq!(
-            Value::Object(m.request),
+            doc(&m.request),
             json!({
                 "principal": {"type": "User", "id": "alice@example.com"},
                 "action": "login",
@@ -332,7 +406,7 @@ mod tests {
         hs.extend(h(&[(":path", "/api/records/001%41BC?x=1")]));
         let m = map(&c, &hs, &peer("10.0.0.1:1")).unwrap();
         assert_eq!(
-            m.request["resource"],
+            doc(&m.request)["resource"],
             json!({"type": "Record", "id": "001ABC"})
         );
         // The wrong method, or no id segment, matches no rule.
@@ -360,10 +434,10 @@ mod tests {
             ("x-forwarded-for", "6.6.6.6, 198.51.100.9"),
         ]);
         let m = map(&c, &hs, &peer("10.0.0.1:1")).unwrap();
-        assert_eq!(m.request["context"]["ip"], "198.51.100.9");
+        assert_eq!(doc(&m.request)["context"]["ip"], "198.51.100.9");
         let m = map(&c, &hs, &peer("192.0.2.1:1")).unwrap();
         assert_eq!(
-            m.request["context"]["ip"], "192.0.2.1",
+            doc(&m.request)["context"]["ip"], "192.0.2.1",
             "an untrusted peer's header is ignored"
         );
     }
@@ -388,20 +462,20 @@ mod tests {
         let mut m = map(&c, &hs, &p).unwrap();
         assert!(m.body);
         assert_eq!(
-            m.request["principal"],
+            doc(&m.request)["principal"],
             json!({"type": "Service", "id": "etl"})
         );
-        assert_eq!(m.request["context"]["fields"], json!(["Name", "SSN__c"]));
+        assert_eq!(doc(&m.request)["context"]["fields"], json!(["Name", "SSN__c"]));
         assert_eq!(
-            m.request["context"]["mtls"],
+            doc(&m.request)["context"]["mtls"],
             json!({"verified": true, "san": "spiffe://crm/etl"})
         );
-        assert_eq!(m.request["context"]["ip"], "::1");
+        assert_eq!(doc(&m.request)["context"]["ip"], "::1");
         assert!(add_body(&mut m.request, b"hello"));
-        assert_eq!(m.request["body"], "hello");
+        assert_eq!(doc(&m.request)["body"], "hello");
         assert!(!add_body(&mut m.request, &[0xff, 0x00]));
-        assert_eq!(m.request["body_base64"], "/wA=");
-        let e: Value = serde_json::from_str(&as_event(&m.request, "auth_failure")).unwrap();
+        assert_eq!(doc(&m.request)["body_base64"], "/wA=");
+        let e = doc(&as_event(&m.request, Event::AuthFailure));
         assert_eq!(e["event"], "auth_failure");
         assert!(e.get("body").is_none() && e.get("body_base64").is_none());
         let hs = h(&[
@@ -444,5 +518,46 @@ mod tests {
             serde_json::from_value::<Settings>(json!({"trust_mod": true})).is_err(),
             "unknown keys are refused"
         );
+    }
+
+    #[test]
+    fn other_context_paths_and_their_checks() {
+        let s: Settings = serde_json::from_value(json!({
+            "routes": [{"prefix": "/r/", "action": "read",
+                        "resource": {"type": "Record", "id_segment": 1},
+                        "context": {"module": "sales_cloud", "jit": {"role": "admin"}}}],
+            "context_headers": {
+                "x-owner": "context.record.OwnerId",
+                "x-jit-reason": "context.jit.reason",
+                "x-crm-module": "context.module"
+            }
+        }))
+        .unwrap();
+        let c = s.compile().unwrap();
+        let hs = h(&[
+            (":method", "GET"),
+            (":path", "/r/001"),
+            ("x-portcullis-principal", "User:bob"),
+            ("x-owner", "005A"),
+            ("x-jit-reason", "incident 7"),
+            ("x-crm-module", "service_cloud"),
+        ]);
+        let m = map(&c, &hs, &peer("192.0.2.1:1")).unwrap();
+        assert_eq!(
+            doc(&m.request)["context"],
+            json!({"module": "service_cloud", "record": {"OwnerId": "005A"},
+                   "jit": {"role": "admin", "reason": "incident 7"}, "ip": "192.0.2.1"})
+        );
+        // Paths that do not fit the request contract are refused at configure time.
+        for bad in [
+            json!({"context_headers": {"x-f": "context.fields"}}),
+            json!({"context_headers": {"x-f": "context.nonsense"}}),
+            json!({"context_headers": {"x-f": {"to": "context.module", "as": "bool"}}}),
+            json!({"routes": [{"prefix": "/", "action": "read",
+                               "resource": {"type": "App", "id": "a"}, "context": {"modul": "x"}}]}),
+        ] {
+            let s: Settings = serde_json::from_value(bad.clone()).unwrap();
+            assert!(s.compile().is_err(), "{bad}");
+        }
     }
 }

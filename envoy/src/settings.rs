@@ -13,6 +13,7 @@
 
 use crate::net::Cidr;
 use portcullis_engine::bundle::Packed;
+use portcullis_engine::request::RequestContext;
 use portcullis_engine::{Bundle, BundleProblem};
 use serde::Deserialize;
 use serde_json::Value;
@@ -197,6 +198,89 @@ impl HeaderTarget {
     }
 }
 
+/// Where a header's value lands in the request context: the fields the
+/// filter sets directly, or any other path (set through the context's JSON
+/// form, checked at configure time to fit the request contract).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Slot {
+    /// `context.module`, `region`, `destination_region`, `legal_basis`,
+    /// `flow`, `recipient` or `token` (a string).
+    Text(TextField),
+    /// `context.fields` (a list).
+    Fields,
+    /// `context.synthetic.marker` (a bool).
+    SyntheticMarker,
+    /// `context.synthetic.provenance` (a string).
+    SyntheticProvenance,
+    /// Any other path under `context` (segments after `context`).
+    Path(Vec<String>),
+}
+
+/// The string fields of the request context a header can set directly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextField {
+    /// `context.module`.
+    Module,
+    /// `context.region`.
+    Region,
+    /// `context.destination_region`.
+    DestinationRegion,
+    /// `context.legal_basis`.
+    LegalBasis,
+    /// `context.flow`.
+    Flow,
+    /// `context.recipient`.
+    Recipient,
+    /// `context.token`.
+    Token,
+}
+
+impl TextField {
+    /// The field of `c` this names.
+    pub fn of(self, c: &mut RequestContext) -> &mut Option<String> {
+        match self {
+            TextField::Module => &mut c.module,
+            TextField::Region => &mut c.region,
+            TextField::DestinationRegion => &mut c.destination_region,
+            TextField::LegalBasis => &mut c.legal_basis,
+            TextField::Flow => &mut c.flow,
+            TextField::Recipient => &mut c.recipient,
+            TextField::Token => &mut c.token,
+        }
+    }
+}
+
+impl Slot {
+    fn of(segs: &[String], kind: HeaderKind) -> Slot {
+        let text = matches!(kind, HeaderKind::String | HeaderKind::Bearer);
+        let segs_str: Vec<&str> = segs.iter().map(String::as_str).collect();
+        match (segs_str.as_slice(), text) {
+            (["module"], true) => Slot::Text(TextField::Module),
+            (["region"], true) => Slot::Text(TextField::Region),
+            (["destination_region"], true) => Slot::Text(TextField::DestinationRegion),
+            (["legal_basis"], true) => Slot::Text(TextField::LegalBasis),
+            (["flow"], true) => Slot::Text(TextField::Flow),
+            (["recipient"], true) => Slot::Text(TextField::Recipient),
+            (["token"], true) => Slot::Text(TextField::Token),
+            (["fields"], false) if kind == HeaderKind::List => Slot::Fields,
+            (["synthetic", "marker"], false) if kind == HeaderKind::Bool => Slot::SyntheticMarker,
+            (["synthetic", "provenance"], true) => Slot::SyntheticProvenance,
+            _ => Slot::Path(segs.to_vec()),
+        }
+    }
+}
+
+/// One `context_headers` entry, compiled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderRule {
+    /// Lower-case header name.
+    pub name: String,
+    /// Where it goes.
+    pub slot: Slot,
+    /// How its value is read.
+    pub kind: HeaderKind,
+}
+
 /// Settings checked and compiled for lookups per request.
 #[derive(Debug, Clone)]
 pub struct Compiled {
@@ -204,11 +288,13 @@ pub struct Compiled {
     pub settings: Settings,
     /// Parsed `trusted_proxies`.
     pub trusted: Vec<Cidr>,
-    /// `context_headers` as (lowercase header, path segments under
-    /// `context`, conversion).
-    pub headers: Vec<(String, Vec<String>, HeaderKind)>,
+    /// `context_headers`, compiled.
+    pub headers: Vec<HeaderRule>,
     /// Routes' methods upper-cased.
     pub routes: Vec<Route>,
+    /// Each route's fixed `context` as a request context (same order as
+    /// `routes`).
+    pub route_context: Vec<RequestContext>,
     /// Lower-cased principal header.
     pub principal_header: String,
 }
@@ -290,7 +376,25 @@ impl Settings {
                     "settings.context_headers.{name}: empty segment in `{path}`"
                 )));
             }
-            headers.push((name.to_ascii_lowercase(), segs, kind));
+            // The path must fit the request contract for values of its kind,
+            // so no request can fail for it later.
+            let probe = match kind {
+                HeaderKind::String | HeaderKind::Bearer => Value::String("x".into()),
+                HeaderKind::List => Value::Array(vec![Value::String("x".into())]),
+                HeaderKind::Bool => Value::Bool(true),
+            };
+            let mut doc = serde_json::Map::new();
+            insert_path(&mut doc, &segs, probe);
+            if let Err(e) = serde_json::from_value::<RequestContext>(Value::Object(doc)) {
+                return Err(ConfigError::Config(format!(
+                    "settings.context_headers.{name}: `{path}` does not take a {kind:?} value in the request contract: {e}"
+                )));
+            }
+            headers.push(HeaderRule {
+                name: name.to_ascii_lowercase(),
+                slot: Slot::of(&segs, kind),
+                kind,
+            });
         }
         let mut routes = self.routes.clone();
         for (i, r) in routes.iter_mut().enumerate() {
@@ -316,6 +420,18 @@ impl Settings {
                 *m = m.to_ascii_uppercase();
             }
         }
+        let mut route_context = Vec::new();
+        for (i, r) in routes.iter().enumerate() {
+            route_context.push(
+                serde_json::from_value::<RequestContext>(Value::Object(r.context.clone())).map_err(
+                    |e| {
+                        ConfigError::Config(format!(
+                            "settings.routes[{i}].context does not fit the request contract: {e}"
+                        ))
+                    },
+                )?,
+            );
+        }
         if self.principal_header.is_empty() {
             return Err(ConfigError::Config(
                 "settings.principal_header is empty".into(),
@@ -327,6 +443,7 @@ impl Settings {
             trusted,
             headers,
             routes,
+            route_context,
             principal_header,
         })
     }
@@ -400,4 +517,24 @@ pub fn check_cases(bundle: &Bundle) -> Result<(), ConfigError> {
         })
         .collect();
     Err(ConfigError::Cases(failures))
+}
+
+/// Set `value` at `segs` under `map`, creating (or replacing non-object)
+/// intermediate objects.
+pub fn insert_path(map: &mut serde_json::Map<String, Value>, segs: &[String], value: Value) {
+    let Some((last, parents)) = segs.split_last() else {
+        return;
+    };
+    let mut cur = map;
+    for s in parents {
+        let slot = cur
+            .entry(s.clone())
+            .or_insert_with(|| Value::Object(serde_json::Map::new()));
+        if !slot.is_object() {
+            *slot = Value::Object(serde_json::Map::new());
+        }
+        let Value::Object(next) = slot else { return };
+        cur = next;
+    }
+    cur.insert(last.clone(), value);
 }

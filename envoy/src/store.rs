@@ -29,6 +29,10 @@ pub trait SharedData {
     fn set(&self, key: &str, value: &[u8], cas: u32) -> Result<bool, String>;
     /// Milliseconds on a clock shared by the VMs (wall clock).
     fn now_ms(&self) -> u64;
+    /// A seed for the backoff's jitter (differs between VMs and calls).
+    fn seed(&self) -> u64 {
+        self.now_ms()
+    }
 }
 
 /// The key every creation locks.
@@ -40,6 +44,10 @@ pub const CASES_PASSED_PREFIX: &str = "pc1!cases-passed/";
 pub const KEY_PREFIX: &str = "pc1/";
 /// A creation lock held longer than this was left by a VM that died.
 pub const STALE_LOCK_MS: u64 = 100;
+/// Spin iterations of the first backoff round (doubling per round).
+pub const BACKOFF_BASE_SPINS: u64 = 256;
+/// Most spin iterations of one backoff round (about 50–200 µs in V8).
+pub const BACKOFF_MAX_SPINS: u64 = 1 << 16;
 /// Longest a creation waits for the lock before the store reports a fault.
 const LOCK_WAIT_MS: u64 = 2 * STALE_LOCK_MS;
 const FREE: &[u8] = b"free";
@@ -59,6 +67,10 @@ pub fn ensure_lock<S: SharedData + ?Sized>(data: &S) -> Result<(), String> {
 pub struct SharedStore<'a, S: SharedData + ?Sized> {
     data: &'a S,
     prefix: String,
+    /// Jitter state (xorshift), seeded on the first backoff.
+    rng: u64,
+    /// Spin iterations spent backing off (tests).
+    pub spun: u64,
 }
 
 impl<'a, S: SharedData + ?Sized> SharedStore<'a, S> {
@@ -67,7 +79,27 @@ impl<'a, S: SharedData + ?Sized> SharedStore<'a, S> {
         SharedStore {
             data,
             prefix: format!("{KEY_PREFIX}{namespace}"),
+            rng: 0,
+            spun: 0,
         }
+    }
+
+    /// How long round `round` of a conflicting write waits: a uniformly
+    /// random number of spins below `BACKOFF_BASE_SPINS · 2^(round-1)`,
+    /// capped at [`BACKOFF_MAX_SPINS`] (proxy-wasm has no sleep; the other
+    /// worker threads run meanwhile, on their own cores).
+    pub fn backoff_spins(&mut self, round: u32) -> u64 {
+        if self.rng == 0 {
+            self.rng = self.data.seed() | 1;
+        }
+        // xorshift64
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let ceiling = BACKOFF_BASE_SPINS
+            .saturating_mul(1u64 << round.saturating_sub(1).min(20))
+            .min(BACKOFF_MAX_SPINS);
+        self.rng % ceiling
     }
 
     fn entry(&self, key: &str) -> Result<Entry, String> {
@@ -165,6 +197,17 @@ impl<S: SharedData + ?Sized> Store for SharedStore<'_, S> {
 
     fn compare_and_set(&mut self, writes: &[Write]) -> Result<Vec<WriteResult>, String> {
         writes.iter().map(|w| self.write(w)).collect()
+    }
+
+    fn backoff(&mut self, round: u32) {
+        let spins = self.backoff_spins(round);
+        self.spun += spins;
+        let mut acc = 0u64;
+        for i in 0..spins {
+            std::hint::spin_loop();
+            // Opaque to the optimiser, so the wait is not removed.
+            acc = std::hint::black_box(acc.wrapping_add(i));
+        }
     }
 }
 

@@ -536,6 +536,87 @@ fn production_mapping(envoy: &Envoy, echo: &Echo) {
     eprintln!("production mapping: routes, principal, XFF, login events, outcomes: ok");
 }
 
+/// DLP on bodies of about 4 KB through Envoy: a card number in a JSON
+/// export is redacted (the upstream sees the rewritten body, same length,
+/// no digits of the card); safetensors weights are refused with a 403
+/// naming the policy, and no byte of them reaches the upstream.
+fn dlp_bodies(envoy: &Envoy, echo: &Echo) {
+    let port = envoy.port;
+    let user = format!("User:dlp-{}@example.com", nonce());
+    let mut records = Vec::new();
+    let mut i = 0;
+    while serde_json::to_string(&records).unwrap().len() < 3900 {
+        records.push(json!({"Id": format!("001000000000{i:03}AAA"), "Name": format!("Acme {i}"),
+                            "Description": "Quarterly order of gaskets and fittings"}));
+        i += 1;
+    }
+    records.push(json!({"Id": "001000000000999AAA", "Name": "Card on file",
+                        "Payment": "4111 1111 1111 1111"}));
+    let body = serde_json::to_string(&records).unwrap();
+    assert!((4000..4400).contains(&body.len()), "{}", body.len());
+    let r = request(
+        port,
+        "POST",
+        "/api/export",
+        &[
+            ("x-portcullis-principal", &user),
+            ("content-type", "application/json"),
+        ],
+        body.as_bytes(),
+    )
+    .unwrap();
+    let d = r.decision().unwrap();
+    assert_eq!(
+        (r.status, d["outcome"].as_str(), d["findings"][0]["kind"].as_str()),
+        (200, Some("redact"), Some("card")),
+        "{d}"
+    );
+    let seen = r.json()["body"].as_str().unwrap_or("").to_string();
+    assert_eq!(seen.len(), body.len(), "redaction keeps the length");
+    assert!(
+        !seen.contains("4111 1111 1111 1111") && seen.contains("Acme 0"),
+        "upstream saw the card: {}",
+        &seen[seen.len().saturating_sub(120)..]
+    );
+
+    // A safetensors file of 4 KB: header, then 32x32 F32 weights.
+    let header = br#"{"weight":{"dtype":"F32","shape":[32,32],"data_offsets":[0,4096]}}"#;
+    let mut weights = (header.len() as u64).to_le_bytes().to_vec();
+    weights.extend_from_slice(header);
+    weights.extend((0..4096u32).map(|k| (k.wrapping_mul(2_654_435_761) >> 24) as u8));
+    let hits = echo.hits.load(Ordering::Relaxed);
+    let r = request(
+        port,
+        "POST",
+        "/api/export",
+        &[
+            ("x-portcullis-principal", &user),
+            ("content-type", "application/octet-stream"),
+        ],
+        &weights,
+    )
+    .unwrap();
+    let d = r.decision().unwrap();
+    assert_eq!(
+        (r.status, d["policies"].clone(), r.json()["outcome"].clone()),
+        (403, json!(["dlp.body.model-weights"]), json!("deny")),
+        "{d}"
+    );
+    assert_eq!(
+        d["findings"][0]["kind"], "model_weights.safetensors",
+        "{d}"
+    );
+    assert_eq!(
+        echo.hits.load(Ordering::Relaxed),
+        hits,
+        "the refused body never reached the upstream"
+    );
+    eprintln!(
+        "dlp: 4 KB card body redacted ({} bytes), 4 KB safetensors refused",
+        seen.len()
+    );
+}
+
 #[test]
 #[ignore = "needs Envoy and the wasm filter: run `make test-envoy`"]
 fn envoy_decides_like_the_engine() {
@@ -545,14 +626,11 @@ fn envoy_decides_like_the_engine() {
     let configuration =
         resource::plugin_configuration(&pack(files), Some(&example_settings(true))).unwrap();
     let echo = Echo::start();
-    let envoy = Envoy::start(EnvoyOptions {
-        concurrency: 2,
-        upstream_port: echo.port,
-        configuration,
-    });
+    let envoy = Envoy::start(EnvoyOptions::new(2, echo.port, configuration));
     shared_cases(&envoy, &bundle);
     lockout_is_exact(&envoy);
     production_mapping(&envoy, &echo);
+    dlp_bodies(&envoy, &echo);
     let log = std::fs::read_to_string(&envoy.log).unwrap_or_default();
     assert!(
         !log.contains("panicked"),
@@ -630,11 +708,7 @@ fn hot_swap_under_load() {
         })
         .collect();
     let echo = Echo::start();
-    let envoy = Envoy::start(EnvoyOptions {
-        concurrency: 2,
-        upstream_port: echo.port,
-        configuration: configs[0].clone(),
-    });
+    let envoy = Envoy::start(EnvoyOptions::new(2, echo.port, configs[0].clone()));
     let probe = b64(&json!({
         "principal": {"type": "User", "id": "alice@example.com"}, "action": "login",
         "resource": {"type": "App", "id": "swap-probe"}, "context": {"ip": "203.0.113.7"},
@@ -837,4 +911,317 @@ fn examples_validate() {
     }
     assert!(checked > 0, "no example configuration found");
     eprintln!("examples: {checked} Envoy configuration(s) validate");
+}
+
+// -------------------------------------------------------------- hammer
+
+/// Many parallel keep-alive connections report failures for one account
+/// at once (both workers writing the same shared-data key): every one is
+/// counted, none fails with a store fault (the store backs off between
+/// conflicting compare-and-set rounds).
+#[test]
+#[ignore = "needs Envoy and the wasm filter: run `make test-envoy`"]
+fn lockout_hammer_is_exact() {
+    const CONNECTIONS: usize = 48;
+    const EACH: usize = 10;
+    // Keep every failure time (the default keeps 100 per key).
+    let mut files = policy_files();
+    for (name, text) in files.iter_mut() {
+        if name == "portcullis.toml" {
+            assert!(text.contains("max_tracked = 100"));
+            *text = text.replace("max_tracked = 100", "max_tracked = 1000");
+        }
+    }
+    let configuration =
+        resource::plugin_configuration(&pack(files), Some(&json!({"trust_mode": true}))).unwrap();
+    let echo = Echo::start();
+    let envoy = Envoy::start(EnvoyOptions::new(2, echo.port, configuration));
+    let principal = format!("hammer-{}@example.com", nonce());
+    let event = json!({
+        "principal": {"type": "User", "id": principal}, "action": "login",
+        "resource": {"type": "App", "id": "sales-cloud"},
+        "event": "auth_failure", "now": "2026-11-22T10:00:00Z"
+    })
+    .to_string();
+    let header = b64(&event);
+    let start = Arc::new(std::sync::Barrier::new(CONNECTIONS));
+    let t0 = Instant::now();
+    let threads: Vec<_> = (0..CONNECTIONS)
+        .map(|_| {
+            let (header, start, port) = (header.clone(), Arc::clone(&start), envoy.port);
+            std::thread::spawn(move || {
+                let mut conn = Conn::open(port).unwrap();
+                start.wait();
+                let mut faults = Vec::new();
+                for _ in 0..EACH {
+                    let r = conn
+                        .send("POST", "/event", &[(REQUEST_HEADER, &header)], b"")
+                        .unwrap();
+                    let d = r.decision().unwrap();
+                    if !d["error"].is_null() {
+                        faults.push(d["error"].to_string());
+                    }
+                }
+                faults
+            })
+        })
+        .collect();
+    let faults: Vec<String> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    let took = t0.elapsed();
+    assert!(faults.is_empty(), "{} fault(s): {:?}", faults.len(), &faults[..faults.len().min(5)]);
+    let probe = event.replace(r#","event":"auth_failure""#, "");
+    let d = request(envoy.port, "POST", "/probe", &[(REQUEST_HEADER, &b64(&probe))], b"")
+        .unwrap()
+        .decision()
+        .unwrap();
+    assert_eq!(
+        d["audit"]["facts"]["lockout"]["account"]["failures"].as_u64(),
+        Some((CONNECTIONS * EACH) as u64),
+        "{}",
+        d["audit"]["facts"]
+    );
+    let workers: Vec<u64> = (0..2)
+        .map(|w| {
+            envoy
+                .stat(&format!(
+                    "listener.127.0.0.1_{}.worker_{w}.downstream_cx_total",
+                    envoy.port
+                ))
+                .unwrap_or(0)
+        })
+        .collect();
+    assert!(workers.iter().all(|c| *c > 0), "both workers served: {workers:?}");
+    eprintln!(
+        "hammer: {} failures from {CONNECTIONS} parallel connections counted exactly in {:.1}s; connections per worker {workers:?}",
+        CONNECTIONS * EACH,
+        took.as_secs_f64()
+    );
+}
+
+// ----------------------------------------------------------------- mTLS
+
+/// mTLS end to end: a TLS listener that requires a client certificate from
+/// the test CA. The filter reads the verified peer's URI SAN into
+/// `context.mtls` (and, without a principal header, makes it the
+/// principal). The trusted SPIFFE id gets the mTLS-gated allow; another
+/// SAN gets the deny `access.service.mtls` names; no client certificate,
+/// or one from another CA, is refused by the TLS handshake itself (the
+/// policy never sees such a request).
+#[test]
+#[ignore = "needs Envoy and the wasm filter: run `make test-envoy`"]
+fn mtls_end_to_end() {
+    let pki = Pki::new(&[
+        ("etl", "spiffe://crm/etl"),
+        ("sync", "spiffe://crm/sync"),
+        ("intruder", "spiffe://crm/intruder"),
+    ]);
+    let configuration = resource::plugin_configuration(
+        &pack(policy_files()),
+        Some(&example_settings(true)),
+    )
+    .unwrap();
+    let echo = Echo::start();
+    let mut opts = EnvoyOptions::new(2, echo.port, configuration);
+    opts.template = "envoy-e2e-mtls.yaml";
+    opts.vars = vec![("CERT_DIR".into(), pki.dir.0.to_string_lossy().to_string())];
+    let envoy = Envoy::start(opts);
+    let port = envoy.port;
+
+    // The trusted service, named by its certificate alone.
+    let hits = echo.hits.load(Ordering::Relaxed);
+    let r = https(&pki, port, "/admin", Some("etl"), &[]).unwrap();
+    let d = r.decision().unwrap();
+    assert_eq!(
+        (r.status, d["outcome"].as_str(), d["policies"].clone()),
+        (200, Some("allow"), json!(["access.admin.service"])),
+        "{d}"
+    );
+    assert!(
+        d["audit"]["principal"].as_str().unwrap().contains("Crm::Service::\"etl\""),
+        "{d}"
+    );
+    assert_eq!(echo.hits.load(Ordering::Relaxed), hits + 1);
+
+    // A verified certificate with another SPIFFE id, claiming to be etl.
+    let r = https(
+        &pki,
+        port,
+        "/admin",
+        Some("sync"),
+        &[("x-portcullis-principal", "Service:etl")],
+    )
+    .unwrap();
+    let d = r.decision().unwrap();
+    assert_eq!(
+        (r.status, d["policies"].clone()),
+        (403, json!(["access.service.mtls"])),
+        "{d}"
+    );
+    assert_eq!(
+        r.json(),
+        json!({"outcome": "deny", "reasons": ["service principals need verified mTLS with their own SPIFFE id"]})
+    );
+    // A verified certificate for a service the bundle does not know.
+    let r = https(&pki, port, "/admin", Some("intruder"), &[]).unwrap();
+    assert_eq!(
+        (r.status, r.decision().unwrap()["policies"].clone()),
+        (403, json!(["access.service.mtls"]))
+    );
+    assert_eq!(
+        echo.hits.load(Ordering::Relaxed),
+        hits + 1,
+        "refusals never reach the upstream"
+    );
+
+    // No client certificate, or one from an untrusted CA: the handshake
+    // refuses (no HTTP response at all).
+    for client in [None, Some("rogue")] {
+        let e = https(&pki, port, "/admin", client, &[])
+            .err()
+            .unwrap_or_else(|| panic!("{client:?} got an HTTP response"));
+        assert!(
+            e.contains("exit Some(") && !e.contains("exit Some(0)"),
+            "{client:?}: {e}"
+        );
+    }
+    assert_eq!(echo.hits.load(Ordering::Relaxed), hits + 1);
+    // Envoy counts both refusals as failed verifications of the listener.
+    let ssl = |name: &str| {
+        envoy
+            .stat(&format!("listener.127.0.0.1_{port}.ssl.{name}"))
+            .unwrap_or(0)
+    };
+    let (no_cert, untrusted) = (ssl("fail_verify_no_cert"), ssl("fail_verify_error"));
+    assert!(
+        no_cert >= 1 && untrusted >= 1,
+        "handshake refusals counted: no cert {no_cert}, untrusted {untrusted}"
+    );
+    eprintln!(
+        "mtls: trusted SAN allowed, other SANs denied by access.service.mtls, no cert ({no_cert}) and untrusted CA ({untrusted}) refused at the handshake"
+    );
+}
+
+// ----------------------------------------------------------- FAIL_RELOAD
+
+/// A VM that traps is replaced: the crash-test build of the filter traps
+/// on a request carrying `x-portcullis-crash`; that request fails closed
+/// (never reaches the upstream, never a 200), and the following requests
+/// are decided again by a fresh VM (Envoy's `FAIL_RELOAD`), correctly:
+/// lockout state in shared data survives the VM, and decisions equal the
+/// native engine's.
+#[test]
+#[ignore = "needs Envoy and the wasm filter: run `make test-envoy`"]
+fn crashed_vm_is_reloaded() {
+    let files = policy_files();
+    let bundle = Bundle::load(&files).unwrap();
+    let configuration =
+        resource::plugin_configuration(&pack(files), Some(&json!({"trust_mode": true}))).unwrap();
+    let echo = Echo::start();
+    let mut opts = EnvoyOptions::new(1, echo.port, configuration);
+    opts.wasm = Some(crash_test_wasm());
+    let envoy = Envoy::start(opts);
+    let port = envoy.port;
+    let principal = format!("crash-{}@example.com", nonce());
+    let req = |event: bool| {
+        let mut r = json!({
+            "principal": {"type": "User", "id": principal}, "action": "login",
+            "resource": {"type": "App", "id": "sales-cloud"}, "context": {"ip": "203.0.113.9"},
+            "now": "2026-11-22T10:00:00Z"
+        });
+        if event {
+            r["event"] = json!("auth_failure");
+        }
+        r.to_string()
+    };
+    let mut native = MemoryStore::new();
+    // Requests let through to the upstream (allowed decisions).
+    let passed = AtomicU64::new(0);
+    let mut decide = |text: &str| -> Value {
+        let resp = request(port, "GET", "/x", &[(REQUEST_HEADER, &b64(text))], b"").unwrap();
+        let mut got = resp.decision().unwrap_or_else(|| {
+            panic!(
+                "no decision: {} {}\n{}",
+                resp.status,
+                String::from_utf8_lossy(&resp.body),
+                envoy.log_tail(30)
+            )
+        });
+        if resp.status == 200 {
+            passed.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut want: Value =
+            serde_json::from_str(&bundle.decide(text, &mut native).to_json()).unwrap();
+        got["audit"]["time"] = Value::Null;
+        want["audit"]["time"] = Value::Null;
+        assert_eq!(got, want, "Envoy and native differ");
+        got
+    };
+    for _ in 0..3 {
+        decide(&req(true));
+    }
+    assert_eq!(echo.hits.load(Ordering::Relaxed), passed.load(Ordering::Relaxed));
+    let mut recoveries = Vec::new();
+    for crash in 0..3 {
+        let hits = echo.hits.load(Ordering::Relaxed);
+        let r = request(port, "GET", "/x", &[(portcullis_envoy::CRASH_HEADER, "1")], b"");
+        if let Ok(r) = &r {
+            assert!(
+                r.status >= 500 && r.decision().is_none(),
+                "the crashing request got {} {:?}",
+                r.status,
+                String::from_utf8_lossy(&r.body)
+            );
+        }
+        assert_eq!(echo.hits.load(Ordering::Relaxed), hits, "no fail-open");
+        // Until the VM is back, requests fail closed; then they are decided.
+        let t0 = Instant::now();
+        let probe = b64(&req(false));
+        loop {
+            let r = request(port, "GET", "/x", &[(REQUEST_HEADER, &probe)], b"").unwrap();
+            if r.decision().is_some() {
+                if r.status == 200 {
+                    passed.fetch_add(1, Ordering::Relaxed);
+                }
+                break;
+            }
+            assert!(
+                r.status >= 500 && r.decision().is_none(),
+                "during recovery: {} {:?}",
+                r.status,
+                String::from_utf8_lossy(&r.body)
+            );
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "no VM after 30 s:\n{}",
+                envoy.log_tail(30)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        recoveries.push(t0.elapsed().as_millis());
+        assert_eq!(
+            echo.hits.load(Ordering::Relaxed),
+            passed.load(Ordering::Relaxed),
+            "only allowed, decided requests reached the upstream (crash {crash})"
+        );
+        // State survived the VM: the failures so far are still counted.
+        decide(&req(true));
+        let d = decide(&req(false));
+        assert_eq!(
+            d["audit"]["facts"]["lockout"]["account"]["failures"],
+            4 + crash,
+            "{}",
+            d["audit"]["facts"]
+        );
+    }
+    // Envoy reloaded the VM once per crash; requests that came during its
+    // reload backoff were refused (500), never passed.
+    let reloads = envoy.stat("wasm.portcullis.vm_reload_success");
+    let refused = envoy.stat("wasm.portcullis.vm_reload_backoff").unwrap_or(0);
+    assert_eq!(reloads, Some(3), "{}", envoy.stats("wasm"));
+    eprintln!(
+        "fail-reload: 3 crashes, VM back after {recoveries:?} ms each (vm_reload_success 3, {refused} requests refused during reload backoff), decisions equal native, state kept"
+    );
 }

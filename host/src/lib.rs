@@ -16,7 +16,13 @@ mod bindings {
     });
 }
 
+pub mod audit;
 pub mod bundle_dir;
+pub mod redis_store;
+pub mod serve;
+pub mod signing;
+pub mod notify;
+pub mod shadow;
 mod runtime;
 
 pub use runtime::{GuestInstance, GuestRuntime, LoadError, RuntimeOptions};

@@ -7,7 +7,7 @@
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use portcullis_engine::cases::Report;
-use portcullis_engine::{Bundle, BundleInfo, BundleProblem, MemoryStore};
+use portcullis_engine::{Bundle, BundleInfo, BundleProblem, MemoryStore, Store};
 use portcullis_host::{GuestInstance, GuestRuntime, LoadError, RuntimeOptions, bundle_dir};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -15,6 +15,10 @@ use std::io::{BufRead, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
+
+mod diff;
+mod flows;
+mod revoke;
 
 const AFTER_HELP: &str = "\
 REQUEST FORMAT (JSON, the same in every host):
@@ -26,7 +30,12 @@ REQUEST FORMAT (JSON, the same in every host):
                \"synthetic\": {\"marker\": true, \"provenance\": \"<JWT>\"},
                \"record\": {\"Synthetic__c\": true}, \"fields\": [\"Email\"], \"legal_basis\": \"scc\", \"recipient\": \"acme-analytics\", \"flow\": \"nightly-sync\"},
    \"body\": \"optional text\", \"now\": \"2026-11-22T10:00:00Z\"}
+  The body may also be \"body_base64\" (bytes) or \"body_chunks\" (a streamed body: a list
+  of text strings or {\"base64\": ...}); DLP scans it and findings reach context.dlp.
   An observed event is the same shape with \"event\": \"auth_failure\" or \"auth_success\".
+  A webhook delivery: principal {\"type\": \"EventSource\", \"id\": SOURCE}, action \"deliver\",
+  \"context\": {\"webhook\": {\"kind\": \"outbound_message|platform_event|cdc\", \"signature\": \"sha256=<hex>\"}},
+  and the raw delivery as \"body\" (README.md \"Webhook deliveries\").
   Types and actions are named without the bundle namespace. Unknown or ill-typed
   fields are an error naming the field.
 
@@ -37,6 +46,7 @@ BUNDLE LAYOUT (a directory):
                          @escalate, @retry_after
   entities.json          static entities (roles, apps …)
   adequacy.json          EU adequacy list with its date (transfers)
+  flows.yaml             data-flow inventory (`flows check`)
   tests/**/*.yaml        cases: a request (or steps) and the expected outcome
 
 EXIT CODES: 0 allowed / all cases passed, 1 not allowed / a case failed, 2 error.";
@@ -46,8 +56,8 @@ EXIT CODES: 0 allowed / all cases passed, 1 not allowed / a case failed, 2 error
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// Output format.
-    #[arg(long, global = true, value_enum, default_value_t = Format::Text)]
+    /// Output format (`html`: `flows check` only).
+    #[arg(long, global = true, default_value = "text", value_parser = flows::format_parser())]
     format: Format,
     /// Where decisions are made: the wasm guest (as in production) or the native engine.
     #[arg(long, global = true, value_enum, default_value_t = EngineKind::Guest)]
@@ -82,6 +92,8 @@ enum Command {
         /// Request JSON file, or `-` for standard input.
         #[arg(default_value = "-")]
         request: PathBuf,
+        #[command(flatten)]
+        store: portcullis_host::redis_store::StoreArgs,
     },
     /// Decide on every line of a JSONL stream of requests and events, state carried between lines.
     Replay {
@@ -93,7 +105,14 @@ enum Command {
         /// Print only the per-pathway summary, not each decision.
         #[arg(long)]
         summary_only: bool,
+        #[command(flatten)]
+        store: portcullis_host::redis_store::StoreArgs,
+        #[command(flatten)]
+        audit: portcullis_host::audit::AuditArgs,
     },
+    /// Check the hash-chained audit log (`replay --audit-log`, `serve`).
+    #[command(subcommand)]
+    Audit(portcullis_host::audit::AuditCommand),
     /// Pack a bundle directory into one JSON document (the Envoy plugin
     /// configuration, and what `serve` accepts): checked first, refused if
     /// any problem or failing case.
@@ -103,7 +122,53 @@ enum Command {
         /// Output file, or `-` for standard output.
         #[arg(short, long, default_value = "-")]
         output: PathBuf,
+        /// Sign the packed bundle with this private key (PKCS#8 PEM, from `keygen`).
+        #[arg(long, value_name = "KEY")]
+        sign: Option<PathBuf>,
     },
+    /// Run the decision service: HTTP JSON API over a pool of guest
+    /// instances, hot-swapped signed bundles, Prometheus metrics.
+    Serve(Box<portcullis_host::serve::ServeArgs>),
+    /// Ask a running service to serve its previous bundle again.
+    Rollback(portcullis_host::serve::RollbackArgs),
+    /// Make an Ed25519 key pair for signing bundles: PREFIX.key (PKCS#8
+    /// PEM, mode 0600) and PREFIX.pub (SPKI PEM).
+    Keygen {
+        /// Path prefix of the two files.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Sign a bundle's content hash: writes DIR/bundle.sig, or adds the
+    /// signature to a packed file.
+    Sign {
+        /// Private key (PKCS#8 PEM).
+        #[arg(long)]
+        key: PathBuf,
+        /// Bundle directory or packed bundle file.
+        target: PathBuf,
+    },
+    /// Change review: replay a JSONL trace through two bundles (each with
+    /// its own state) and report every decision that changes, grouped by
+    /// outcome and policy. Exit 1 when a change is not covered by the new
+    /// bundle's cases (a case expecting the new outcome from each of its
+    /// determining policies), 2 on errors. Audit logs keep digests only and
+    /// are refused.
+    Diff {
+        /// The bundle now in force (directory).
+        #[arg(long)]
+        from: PathBuf,
+        /// The candidate bundle (directory).
+        #[arg(long)]
+        to: PathBuf,
+        /// JSONL trace (one request or event per line), or `-` for standard input.
+        traffic: PathBuf,
+    },
+    /// Data-flow inventory and control evidence: `flows check BUNDLE`.
+    #[command(subcommand)]
+    Flows(flows::FlowsCommand),
+    /// Incident playbook: a new bundle (from the current one) that denies a
+    /// model, a principal or tokens signed by a key, with cases proving it.
+    Revoke(revoke::RevokeArgs),
     /// Print what a bundle is: name, version, namespace, hash, policy ids.
     Describe {
         /// Bundle directory.
@@ -124,15 +189,23 @@ enum EngineKind {
 }
 
 /// The guest or the native engine, behind one face.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one backend per process; the store is boxed"
+)]
 enum Backend {
     Guest(GuestInstance),
-    Native(Option<Box<Bundle>>, MemoryStore),
+    Native(Option<Box<Bundle>>, Box<dyn Store + Send>),
 }
 
 impl Backend {
     fn new(cli: &Cli) -> Result<Backend> {
+        Backend::with_store(cli, Box::new(MemoryStore::new()))
+    }
+
+    fn with_store(cli: &Cli, state: Box<dyn Store + Send>) -> Result<Backend> {
         Ok(match cli.engine {
-            EngineKind::Native => Backend::Native(None, MemoryStore::new()),
+            EngineKind::Native => Backend::Native(None, state),
             EngineKind::Guest => {
                 let mut options = RuntimeOptions {
                     call_timeout: Duration::from_millis(cli.timeout_ms),
@@ -143,7 +216,7 @@ impl Backend {
                     options.cache_dir = cli.cache_dir.clone();
                 }
                 let runtime = GuestRuntime::new(options)?;
-                Backend::Guest(runtime.instantiate(Box::new(MemoryStore::new()))?)
+                Backend::Guest(runtime.instantiate(state)?)
             }
         })
     }
@@ -174,7 +247,7 @@ impl Backend {
             Backend::Guest(g) => g.decide_batch(requests),
             Backend::Native(Some(b), store) => requests
                 .iter()
-                .map(|r| b.decide(r, store).to_json())
+                .map(|r| b.decide(r, store.as_mut()).to_json())
                 .collect(),
             Backend::Native(None, _) => requests
                 .iter()
@@ -183,7 +256,7 @@ impl Backend {
                         "no-bundle",
                         "no bundle is loaded".into(),
                         None,
-                        r,
+                        r.as_str(),
                     )
                     .to_json()
                 })
@@ -210,14 +283,15 @@ impl Backend {
                         .collect()
                 }
                 Backend::Native(b, store) => {
-                    *store = MemoryStore::new();
+                    *store = Box::new(MemoryStore::new());
                     let Some(b) = b else {
                         bail!("no bundle is loaded")
                     };
                     case.steps
                         .iter()
                         .map(|s| {
-                            serde_json::to_value(b.decide(&s.request, store)).unwrap_or(Value::Null)
+                            serde_json::to_value(b.decide(&s.request, store.as_mut()))
+                                .unwrap_or(Value::Null)
                         })
                         .collect()
                 }
@@ -250,15 +324,55 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: &Cli) -> Result<u8> {
+    if flows::html_requested() && !matches!(cli.command, Command::Flows(_)) {
+        bail!("--format html is only for `flows check`");
+    }
     match &cli.command {
         Command::Check { dir, decisions } => check(cli, dir, *decisions),
-        Command::Decide { bundle, request } => decide(cli, bundle, request),
+        Command::Decide {
+            bundle,
+            request,
+            store,
+        } => decide(cli, bundle, request, store),
         Command::Replay {
             bundle,
             traffic,
             summary_only,
-        } => replay(cli, bundle, traffic, *summary_only),
-        Command::Pack { dir, output } => pack(cli, dir, output),
+            store,
+            audit,
+        } => replay(cli, bundle, traffic, *summary_only, store, audit),
+        Command::Audit(command) => {
+            portcullis_host::audit::run_cli(command, cli.format == Format::Json)
+        }
+        Command::Pack { dir, output, sign } => pack(cli, dir, output, sign.as_deref()),
+        Command::Serve(args) => portcullis_host::serve::run(
+            args.as_ref().clone(),
+            RuntimeOptions {
+                call_timeout: Duration::from_millis(cli.timeout_ms),
+                max_memory: cli.max_memory_mib * 1024 * 1024,
+                cache_dir: cli
+                    .cache_dir
+                    .clone()
+                    .or_else(|| RuntimeOptions::default().cache_dir),
+            },
+        ),
+        Command::Rollback(args) => portcullis_host::serve::rollback(args),
+        Command::Keygen { out } => {
+            let (private, public, id) = portcullis_host::signing::keygen(out)?;
+            println!(
+                "key {id}: private {} (keep secret), public {}",
+                private.display(),
+                public.display()
+            );
+            Ok(0)
+        }
+        Command::Sign { key, target } => {
+            println!("{}", portcullis_host::signing::sign_target(key, target)?);
+            Ok(0)
+        }
+        Command::Diff { from, to, traffic } => diff::run(cli, from, to, traffic),
+        Command::Flows(command) => flows::run(cli, command),
+        Command::Revoke(args) => revoke::run(cli, args),
         Command::Describe { dir } => {
             let mut backend = Backend::new(cli)?;
             let info = load_or_report(cli, &mut backend, dir)?;
@@ -339,7 +453,7 @@ fn check(cli: &Cli, dir: &Path, with_decisions: bool) -> Result<u8> {
     Ok(if report.failed == 0 { 0 } else { 1 })
 }
 
-fn pack(cli: &Cli, dir: &Path, output: &Path) -> Result<u8> {
+fn pack(cli: &Cli, dir: &Path, output: &Path, sign: Option<&Path>) -> Result<u8> {
     let mut backend = Backend::new(cli)?;
     let files = bundle_dir::read(dir)?;
     let Some(info) = load_or_report(cli, &mut backend, dir)? else {
@@ -358,7 +472,11 @@ fn pack(cli: &Cli, dir: &Path, output: &Path) -> Result<u8> {
         eprintln!("not packed: {} case(s) fail", report.failed);
         return Ok(1);
     }
-    let doc = portcullis_engine::bundle::Packed::new(&info, files);
+    let mut doc = portcullis_engine::bundle::Packed::new(&info, files);
+    if let Some(key) = sign {
+        let key = portcullis_host::signing::read_signing_key(key)?;
+        doc.signature = Some(portcullis_host::signing::sign_hash(&key, &info.hash));
+    }
     let text = serde_json::to_string(&doc)?;
     if output == Path::new("-") {
         println!("{text}");
@@ -389,8 +507,14 @@ fn read_input(path: &Path) -> Result<String> {
     }
 }
 
-fn decide(cli: &Cli, bundle: &Path, request: &Path) -> Result<u8> {
-    let mut backend = Backend::new(cli)?;
+fn decide(
+    cli: &Cli,
+    bundle: &Path,
+    request: &Path,
+    store: &portcullis_host::redis_store::StoreArgs,
+) -> Result<u8> {
+    let (state, monitor) = store.open()?;
+    let mut backend = Backend::with_store(cli, state)?;
     if load_or_report(cli, &mut backend, bundle)?.is_none() {
         return Ok(2);
     }
@@ -400,6 +524,10 @@ fn decide(cli: &Cli, bundle: &Path, request: &Path) -> Result<u8> {
         .into_iter()
         .next()
         .unwrap_or_default();
+    let decision = match &monitor {
+        Some(m) => m.annotate(decision),
+        None => decision,
+    };
     let v: Value =
         serde_json::from_str(&decision).context("the engine returned a malformed decision")?;
     match cli.format {
@@ -460,14 +588,30 @@ fn render(v: &Value) -> String {
     if let Some(r) = v["retry_after"].as_u64() {
         line.push_str(&format!(" | retry after {r}s"));
     }
+    if let Some(h) = v["store"]["health"].as_str() {
+        let fallback = v["store"]["fallback"].as_str().unwrap_or("");
+        line.push_str(&format!(" | store {h} ({fallback})"));
+    }
     line
 }
 
-fn replay(cli: &Cli, bundle: &Path, traffic: &Path, summary_only: bool) -> Result<u8> {
-    let mut backend = Backend::new(cli)?;
-    if load_or_report(cli, &mut backend, bundle)?.is_none() {
+fn replay(
+    cli: &Cli,
+    bundle: &Path,
+    traffic: &Path,
+    summary_only: bool,
+    store: &portcullis_host::redis_store::StoreArgs,
+    audit: &portcullis_host::audit::AuditArgs,
+) -> Result<u8> {
+    let (state, monitor) = store.open()?;
+    // With a shared store, decide line by line (and answer each at once), so
+    // processes sharing it interleave as their input does.
+    let batch_size = if monitor.is_some() { 1 } else { 256 };
+    let mut backend = Backend::with_store(cli, state)?;
+    let Some(info) = load_or_report(cli, &mut backend, bundle)? else {
         return Ok(2);
-    }
+    };
+    let mut audit_log = audit.open()?;
     let reader: Box<dyn BufRead> = if traffic == Path::new("-") {
         Box::new(std::io::stdin().lock())
     } else {
@@ -488,7 +632,14 @@ fn replay(cli: &Cli, bundle: &Path, traffic: &Path, summary_only: bool) -> Resul
                      errors: &mut u64|
      -> Result<()> {
         let requests: Vec<String> = batch.iter().map(|(_, r)| r.clone()).collect();
-        for ((line_no, _), d) in batch.iter().zip(backend.decide_batch(&requests)) {
+        for ((line_no, request), d) in batch.iter().zip(backend.decide_batch(&requests)) {
+            let d = match &monitor {
+                Some(m) => m.annotate(d),
+                None => d,
+            };
+            if let Some(log) = audit_log.as_mut() {
+                log.append_decision(request, &d, &info.hash)?;
+            }
             let v: Value =
                 serde_json::from_str(&d).context("the engine returned a malformed decision")?;
             let pathway = v["pathway"].as_str().unwrap_or("?").to_string();
@@ -509,6 +660,7 @@ fn replay(cli: &Cli, bundle: &Path, traffic: &Path, summary_only: bool) -> Resul
             }
         }
         batch.clear();
+        out.flush()?;
         Ok(())
     };
     for (i, line) in reader.lines().enumerate() {
@@ -519,13 +671,16 @@ fn replay(cli: &Cli, bundle: &Path, traffic: &Path, summary_only: bool) -> Resul
             continue;
         }
         batch.push((i + 1, line));
-        if batch.len() >= 256 {
+        if batch.len() >= batch_size {
             flush(&mut batch, &mut out, &mut summary, &mut errors)?;
         }
     }
     flush(&mut batch, &mut out, &mut summary, &mut errors)?;
     out.flush()?;
     drop(out);
+    if let Some(log) = audit_log.as_mut() {
+        log.flush()?;
+    }
     match cli.format {
         Format::Json => eprintln!(
             "{}",

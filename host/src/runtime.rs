@@ -14,7 +14,8 @@ use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use portcullis_engine::limits::{MAX_BUNDLE_BYTES, MAX_REQUEST_BYTES};
+use std::time::{Duration, Instant};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -135,6 +136,7 @@ impl GuestRuntime {
             guest,
             files: None,
             deadline: None,
+            trap_store_fault: None,
         })
     }
 
@@ -149,6 +151,8 @@ impl GuestRuntime {
             table: ResourceTable::new(),
             limits,
             state,
+            call_deadline: None,
+            store_fault: None,
         };
         let mut store = Store::new(&inner.engine, host);
         store.limiter(|s| &mut s.limits);
@@ -225,6 +229,56 @@ pub struct HostState {
     table: ResourceTable,
     limits: StoreLimits,
     state: Box<dyn EngineStore + Send>,
+    /// When the current guest call must end (the epoch deadline, as a time).
+    call_deadline: Option<Instant>,
+    /// The last store fault of the current call, to name it if the call
+    /// then traps (a store that outlasts the deadline ends in a trap).
+    store_fault: Option<String>,
+}
+
+impl HostState {
+    /// One store call, guarded: a panicking store is an error (never an
+    /// unwind through the guest's frames), a call made after the deadline is
+    /// not attempted, and one that returns after it is an error naming the
+    /// time it took. A call cannot be pre-empted: stores bound their own
+    /// I/O (the Redis store has connect and operation timeouts).
+    fn guarded<T>(
+        &mut self,
+        what: &str,
+        f: impl FnOnce(&mut dyn EngineStore) -> Result<T, String>,
+    ) -> Result<T, String> {
+        let started = Instant::now();
+        let result = match self.call_deadline {
+            Some(d) if started >= d => Err(format!(
+                "store {what} not attempted: the call deadline has passed"
+            )),
+            _ => {
+                let state: &mut dyn EngineStore = &mut *self.state;
+                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(state))) {
+                    Ok(r) => r,
+                    Err(panic) => Err(format!(
+                        "store {what} panicked: {}",
+                        panic
+                            .downcast_ref::<&str>()
+                            .map(|s| s.to_string())
+                            .or_else(|| panic.downcast_ref::<String>().cloned())
+                            .unwrap_or_else(|| "(no message)".into())
+                    )),
+                }
+            }
+        };
+        let result = match (result, self.call_deadline) {
+            (Ok(_), Some(d)) if Instant::now() > d => Err(format!(
+                "store {what} took {} ms, past the call deadline",
+                started.elapsed().as_millis()
+            )),
+            (r, _) => r,
+        };
+        if let Err(e) = &result {
+            self.store_fault = Some(e.clone());
+        }
+        result
+    }
 }
 
 impl WasiView for HostState {
@@ -238,7 +292,7 @@ impl WasiView for HostState {
 
 impl wit_store::Host for HostState {
     fn get(&mut self, keys: Vec<String>) -> Result<Vec<wit_store::Entry>, String> {
-        self.state.get(&keys).map(|es| {
+        self.guarded("read", |s| s.get(&keys)).map(|es| {
             es.into_iter()
                 .map(|e| wit_store::Entry {
                     key: e.key,
@@ -261,7 +315,7 @@ impl wit_store::Host for HostState {
                 expected_version: w.expected_version,
             })
             .collect();
-        self.state.compare_and_set(&writes).map(|rs| {
+        self.guarded("write", |s| s.compare_and_set(&writes)).map(|rs| {
             rs.into_iter()
                 .map(|r| match r {
                     portcullis_engine::WriteResult::Written(v) => {
@@ -300,6 +354,25 @@ pub struct GuestInstance {
     files: Option<Vec<(String, String)>>,
     /// Per-instance call deadline in ticks, overriding the runtime's.
     deadline: Option<u64>,
+    /// The store fault that led to the last trap, if one did.
+    trap_store_fault: Option<String>,
+}
+
+/// The deny for a request over the size limit, decided by the host without
+/// crossing into the guest (the engine would say the same).
+fn oversized(request: &str) -> Option<String> {
+    (request.len() > MAX_REQUEST_BYTES).then(|| {
+        Decision::fault(
+            "invalid-request",
+            format!(
+                "request is {} bytes, over the limit of {MAX_REQUEST_BYTES}",
+                request.len()
+            ),
+            None,
+            request,
+        )
+        .to_json()
+    })
 }
 
 impl GuestInstance {
@@ -311,15 +384,22 @@ impl GuestInstance {
             .store
             .as_mut()
             .ok_or_else(|| anyhow!("guest instance lost"))?;
-        store.set_epoch_deadline(
-            self.deadline
-                .unwrap_or_else(|| self.runtime.deadline_ticks()),
-        );
+        let ticks = self
+            .deadline
+            .unwrap_or_else(|| self.runtime.deadline_ticks());
+        store.set_epoch_deadline(ticks);
+        let data = store.data_mut();
+        data.call_deadline = Some(Instant::now() + TICK * (ticks.saturating_sub(1) as u32));
+        data.store_fault = None;
+        self.trap_store_fault = None;
         match f(&self.guest, store) {
             Ok(r) => Ok(r),
             Err(e) => {
                 let err = anyhow!("guest trapped: {e:#}");
+                let fault = store.data_mut().store_fault.take();
                 self.recover();
+                // After the recovery's own calls, which reset it.
+                self.trap_store_fault = fault;
                 Err(err)
             }
         }
@@ -355,6 +435,14 @@ impl GuestInstance {
 
     /// Load a bundle: atomic, the previous one stays on any problem.
     pub fn load(&mut self, files: Vec<(String, String)>) -> Result<BundleInfo, LoadError> {
+        // Over the size limit: refused here, without copying it into the guest.
+        let total: usize = files.iter().map(|(n, t)| n.len() + t.len()).sum();
+        if total > MAX_BUNDLE_BYTES {
+            return Err(LoadError::Refused(vec![BundleProblem::new(
+                ProblemKind::Limit,
+                format!("bundle is {total} bytes, over the limit of {MAX_BUNDLE_BYTES}"),
+            )]));
+        }
         match self.load_inner(&files) {
             Ok(Ok(info)) => {
                 self.files = Some(files);
@@ -369,19 +457,53 @@ impl GuestInstance {
 
     /// Decide: always a decision (JSON); a guest fault is a deny naming it.
     pub fn decide(&mut self, request: &str) -> String {
+        if let Some(d) = oversized(request) {
+            return d;
+        }
         match self.call(|g, s| g.portcullis_engine_engine().call_decide(s, request)) {
             Ok(d) => d,
-            Err(e) => Decision::fault("engine-fault", format!("{e:#}"), None, request).to_json(),
+            Err(e) => self.trap_decision(&e, request),
+        }
+    }
+
+    /// The deny for a call that trapped: named after the store when a
+    /// store fault led to it (a store that outlasted the deadline), else an
+    /// engine fault.
+    fn trap_decision(&self, e: &anyhow::Error, request: &str) -> String {
+        match &self.trap_store_fault {
+            Some(fault) => Decision::fault(
+                "store",
+                format!("{fault} (the guest call was interrupted: {e:#})"),
+                None,
+                request,
+            )
+            .to_json(),
+            None => Decision::fault("engine-fault", format!("{e:#}"), None, request).to_json(),
         }
     }
 
     /// Decide many in order; a guest fault denies the whole batch.
     pub fn decide_batch(&mut self, requests: &[String]) -> Vec<String> {
+        // Requests over the size limit are denied here, without crossing.
+        if requests.iter().any(|r| r.len() > MAX_REQUEST_BYTES) {
+            let mut out: Vec<Option<String>> = requests.iter().map(|r| oversized(r)).collect();
+            let fit: Vec<String> = requests
+                .iter()
+                .zip(&out)
+                .filter(|(_, d)| d.is_none())
+                .map(|(r, _)| r.clone())
+                .collect();
+            let mut decided = self.decide_batch(&fit).into_iter();
+            for slot in out.iter_mut().filter(|d| d.is_none()) {
+                *slot = decided.next();
+            }
+            return out.into_iter().map(Option::unwrap_or_default).collect();
+        }
         match self.call(|g, s| g.portcullis_engine_engine().call_decide_batch(s, requests)) {
             Ok(d) => d,
             Err(e) => requests
                 .iter()
-                .map(|r| Decision::fault("engine-fault", format!("{e:#}"), None, r).to_json())
+                .map(|r| self.trap_decision(&e, r))
                 .collect(),
         }
     }

@@ -5,6 +5,10 @@
 export type Outcome = 'allow' | 'redact' | 'challenge' | 'throttle' | 'deny' | 'lock';
 export declare const OUTCOMES: readonly Outcome[];
 export declare const BUNDLE_EXTENSIONS: readonly string[];
+/** Largest request document, in bytes (a larger one is a deny naming the limit). */
+export declare const MAX_REQUEST_BYTES: number;
+/** Largest bundle (names and texts together), in bytes (a larger one is refused). */
+export declare const MAX_BUNDLE_BYTES: number;
 
 /** The request contract (README "The request format"); JSON text is accepted too. */
 export interface Request {

@@ -28,6 +28,14 @@ try {
 /** Extensions of the files a bundle holds; anything else is left out. */
 export const BUNDLE_EXTENSIONS = Object.freeze(['toml', 'cedarschema', 'cedar', 'json', 'yaml', 'yml']);
 
+/**
+ * The engine's input limits (engine/src/limits.rs), checked here too so that
+ * an oversized request or bundle is refused by name without being copied
+ * into the guest.
+ */
+export const MAX_REQUEST_BYTES = 4 * 1024 * 1024;
+export const MAX_BUNDLE_BYTES = 16 * 1024 * 1024;
+
 /** Every outcome, least severe first. */
 export const OUTCOMES = Object.freeze(['allow', 'redact', 'challenge', 'throttle', 'deny', 'lock']);
 
@@ -367,6 +375,11 @@ export class Portcullis {
    */
   load(bundleFiles) {
     const files = normaliseFiles(bundleFiles);
+    const total = files.reduce((n, [name, text]) => n + Buffer.byteLength(name) + Buffer.byteLength(text), 0);
+    if (total > MAX_BUNDLE_BYTES) {
+      const problems = [{ kind: 'limit', message: `bundle is ${total} bytes, over the limit of ${MAX_BUNDLE_BYTES}` }];
+      throw new PortcullisError(`bundle refused: ${describeProblem(problems[0])}`, { kind: 'refused', problems });
+    }
     try {
       const info = this.#call('load', (g) => g.load(files));
       this.#files = files;
@@ -395,6 +408,8 @@ export class Portcullis {
 
   /** decide() on JSON text, answering JSON text (no parse). */
   decideJson(request) {
+    const size = Buffer.byteLength(request);
+    if (size > MAX_REQUEST_BYTES) return JSON.stringify(this.#oversized(size, request));
     try {
       const d = this.#call('decide', (g) => g.decide(request));
       this.#noteEngine(d);
@@ -407,6 +422,12 @@ export class Portcullis {
   /** Decide many in order, state carried between them. */
   decideBatch(requests) {
     const texts = requests.map(requestText);
+    const sizes = texts.map((t) => Buffer.byteLength(t));
+    if (sizes.some((n) => n > MAX_REQUEST_BYTES)) {
+      // Oversized ones are denied here; the rest cross, in order.
+      const decided = this.decideBatch(texts.filter((_, i) => sizes[i] <= MAX_REQUEST_BYTES))[Symbol.iterator]();
+      return texts.map((t, i) => (sizes[i] > MAX_REQUEST_BYTES ? this.#oversized(sizes[i], t) : decided.next().value));
+    }
     try {
       return this.#call('decide-batch', (g) => g.decideBatch(texts)).map((d) => JSON.parse(d));
     } catch (e) {
@@ -459,9 +480,14 @@ export class Portcullis {
     if (m) this.#engineVersion = m[1];
   }
 
+  // The deny for a request over the size limit, worded as the engine does.
+  #oversized(size, request) {
+    return this.#fault(new Error(`request is ${size} bytes, over the limit of ${MAX_REQUEST_BYTES}`), request, 'invalid-request');
+  }
+
   // The same fail-closed deny the engine writes for a fault
   // (Decision::fault), for a guest that trapped.
-  #fault(e, request) {
+  #fault(e, request, kind = 'engine-fault') {
     const msg = message(e);
     return {
       outcome: 'deny',
@@ -471,7 +497,7 @@ export class Portcullis {
       escalation: null,
       retry_after: null,
       pathway: 'authentic',
-      error: { kind: 'engine-fault', message: msg },
+      error: { kind, message: msg },
       audit: {
         time: '',
         request_digest: createHash('sha256').update(request).digest('hex'),
@@ -485,7 +511,7 @@ export class Portcullis {
         facts: null,
         bundle: '',
         engine: this.#engineVersion,
-        error: `engine-fault: ${msg}`,
+        error: `${kind}: ${msg}`,
       },
     };
   }

@@ -200,8 +200,12 @@ fn at_word_edges(body: &[u8], start: usize, end: usize, short: bool) -> bool {
         return true;
     }
     let last = body.get(end.wrapping_sub(1)).copied().unwrap_or(b' ');
+    let escape = start >= 2
+        && matches!(body.get(start - 1), Some(b'n' | b'r' | b't'))
+        && body.get(start - 2) == Some(&b'\\');
     let starts = match start.checked_sub(1).and_then(|i| body.get(i)) {
         None => true,
+        Some(_) if escape => true,
         Some(p) => {
             !p.is_ascii_alphanumeric() || (p.is_ascii_lowercase() && first.is_ascii_uppercase())
         }
@@ -245,5 +249,8 @@ mod tests {
         assert!(hw.before(b"ccNumber 1", 9).has(Class::Card));
         assert!(hw.before(b"\"tel\": 1", 7).has(Class::Phone));
         assert!(hw.before(b"telephone 1", 10).has(Class::Phone));
+        // After a JSON escape a word starts.
+        assert!(hw.before(br"note\ncard 1", 11).has(Class::Card));
+        assert!(!hw.before(b"noncard 1", 8).has(Class::Card));
     }
 }

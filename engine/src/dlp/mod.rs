@@ -28,25 +28,31 @@
 //! measured and dropped: on CRM JSON it cost more than it took out of the
 //! regex.)
 //!
-//! The body is searched in chunks of [`CHUNK_BYTES`] with an overlap of
-//! [`OVERLAP_BYTES`]: a candidate belongs to the chunk where it starts,
-//! and the overlap lets one that crosses the edge be matched whole, so it
-//! is found exactly once. Validators that extend a candidate read past the
-//! chunk when they must (a 2 MiB base64 blob is one finding).
+//! # Streaming
 //!
-//! A body whose start is a weights file (safetensors, GGUF, NumPy, HDF5,
-//! PyTorch zip, pickle, ONNX) is one finding covering the whole body and is
-//! not scanned further for text. Large base64 strings inside JSON are
-//! decoded only as far as needed to recognise a weight format; the decoded
-//! bytes are not scanned for personal data.
+//! Bodies often arrive in chunks (Envoy, streaming hosts). [`StreamScan`]
+//! takes them one at a time and answers exactly what [`scan`] answers for
+//! the whole body: the same findings, offsets counted from the body's
+//! start, the same digests. It keeps only a window: [`LOOKBACK`] bytes
+//! before where the search stands, plus what a pending candidate needs
+//! ahead (at most [`LOOKAHEAD`]), plus the chunk being fed. Findings that
+//! run for megabytes (a base64 blob, a float array, a weights file) are
+//! decided on a bounded prefix and then followed chunk by chunk, hashed as
+//! they pass. A match across a chunk edge is found once, whole. The
+//! one-shot scan is the same machinery over one window that is known to
+//! be the whole body; `tests/dlp_props.rs` checks random chunkings against
+//! it.
 //!
-//! Throughput (release, one core, the 10 MB corpus of
-//! `scripts/gen_dlp_corpus.py`, dense in personal data: ~33k findings):
-//! about 330 MB/s of on-CPU time per request body on a shared 2-core EPYC
-//! VM (about 285 MB/s with the whole corpus as one chunked body, where
-//! materialising all findings at once costs more). The lazy DFA itself
-//! runs at about 470 MB/s there. The ignored test `dlp_throughput` in
-//! `tests/dlp_props.rs` prints the figures (`DLP_CORPUS=path`).
+//! A body whose first 8 KiB show a weights file (safetensors, GGUF,
+//! NumPy, HDF5, PyTorch zip, pickle, ONNX) is one finding covering the
+//! whole body and is not scanned further for text; so is a weights file
+//! that starts inside a body (after a multipart preamble), from its magic
+//! to the end. Base64 strings inside JSON (32 characters or more) are
+//! decoded only as far as needed to recognise a weight format or a raw
+//! float32 tensor; the decoded bytes are not scanned for personal data.
+//!
+//! Throughput: see BENCHMARKS.md ("DLP"); `make bench` measures it on the
+//! 10 MB corpus of `scripts/gen_dlp_corpus.py`.
 //!
 //! # Kinds
 //!
@@ -68,7 +74,7 @@
 //!
 //! | kind | without context | with context | not a finding at all |
 //! |------|-----------------|--------------|----------------------|
-//! | `card` | 60 one digit run, 70 grouped 4-4-4-4 / 4-6-5 style | 95 (card, visa, cc, payment, credit, debit, pan, cvv …) | Luhn fails; prefix/length not a brand (Visa 4: 13/16/19; MC 51-55, 2221-2720: 16; Amex 34/37: 15; Discover 6011/65/644-649: 16-19; JCB 3528-3589: 16-19; Diners 36/300-305/38/39: 14-19; UnionPay 62: 16-19) |
+//! | `card` | 60 one digit run, 70 grouped 4-4-4-4 / 4-6-5 style | 95 (card, visa, cc, payment, credit, debit, pan, cvv …) | Luhn fails; prefix/length not a brand (Visa 4: 13/16/19; MC 51-55, 2221-2720: 16; Amex 34/37: 15; Discover 6011/65/644-649: 16-19; JCB 3528-3589: 16-19; Diners 36/300-305/3095/38/39: 14-19; UnionPay 62, 8100-8171: 16-19) |
 //! | `card`, nearest context is an id word (order, invoice, ref, #, id, tracking, ticket, sku, txn, timestamp …) | 30 | | |
 //! | `card`, one digit run of 10/13/16/19 digits that reads as epoch s/ms/µs/ns in 2000..2038, no card context (defensive: no brand prefix overlaps such timestamps today) | 20 | | |
 //! | `iban` | 85 | 98 (iban, account, bank, sepa, bic, swift …) | mod-97 ≠ 1, unknown country, wrong length |
@@ -87,9 +93,10 @@
 //! | `salesforce_consumer_key` (`3MVG9` + ≥ 60) / `salesforce_refresh_token` (`5Aep861`/`5AEP861` + ≥ 70) | 95 | | |
 //! | `model_weights.safetensors` | 99 full header parsed, 90 header prefix | | |
 //! | `model_weights.gguf` | 97 plausible counts, 90 magic + version only | | |
-//! | `model_weights.npy` 99, `.hdf5` 95 at 0 / 90 at 512·2ⁿ, `.pytorch_zip` 95, `.pickle` 90, `.onnx` 85 (95 with an `onnx` string) | | | |
-//! | weights inside a JSON base64 string (≥ 1 KiB) | format − 5 | | |
-//! | `model_weights.float_array` (JSON array, ≥ 256 numbers, ≥ half with a fraction or exponent) | 60 | | |
+//! | `model_weights.npy` 99, `.hdf5` 95 at 0 / 90 at 512·2ⁿ (the finding starts at the signature), `.pytorch_zip` 95, `.pickle` 90, `.onnx` 85 (95 with an `onnx` string) | | | |
+//! | weights inside a JSON base64 string (≥ 32 characters) | format − 5 | | |
+//! | `model_weights.float_array` from a base64 string (≥ 1 KiB) that decodes to a raw float32 tensor (95% of values 0 or 1e-6..1e4) | 70 | | |
+//! | `model_weights.float_array` (JSON array, nested up to 8 deep; of its first 256 numbers at least half with a fraction or exponent) | 60 | | |
 //!
 //! Overlaps: a `generic_secret` that overlaps a more specific finding (a
 //! JWT, an AWS key …) is dropped.
@@ -103,6 +110,9 @@ mod config;
 mod context;
 mod json;
 mod minimise;
+/// The benchmark's baseline: one regex pass per detector. Not for use.
+#[doc(hidden)]
+pub mod naive;
 mod redact;
 mod scanner;
 #[cfg(test)]
@@ -116,10 +126,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
 
-/// Size of one search chunk.
-pub const CHUNK_BYTES: usize = 1 << 20;
-/// How far the search of one chunk may look into the next.
-pub const OVERLAP_BYTES: usize = 4 << 10;
+pub use scanner::{LOOKAHEAD, LOOKBACK};
 
 /// One thing found in a body. Never holds the matched text.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -224,28 +231,160 @@ pub fn scan(cfg: &DlpConfig, body: &[u8]) -> ScanResult {
             ..ScanResult::default()
         };
     }
-    let raw = scanner::scan_raw(engine, body, enabled);
-    let mut findings = Vec::with_capacity(raw.len());
-    for r in raw {
-        if r.confidence < cfg.min_confidence {
-            continue;
-        }
-        if let Some(bytes) = body.get(r.start..r.end) {
-            findings.push(Finding {
+    let raw = scanner::scan_raw(engine, body, enabled, cfg.min_confidence);
+    result(raw, cfg.min_confidence, body.len())
+}
+
+/// Findings at or above `min` confidence from the raw scan.
+fn result(raw: Vec<scanner::Raw>, min: u8, len: usize) -> ScanResult {
+    let findings = raw
+        .into_iter()
+        .filter(|r| r.confidence >= min)
+        .filter_map(|r| {
+            Some(Finding {
                 kind: r.kind.name().to_string(),
                 offset: r.start,
                 length: r.end - r.start,
                 confidence: r.confidence,
-                digest: digest16(bytes),
-            });
-        }
-    }
+                digest: r.digest?,
+            })
+        })
+        .collect();
     ScanResult {
         findings,
         oversize: false,
-        scanned_bytes: body.len(),
+        scanned_bytes: len,
         error: None,
     }
+}
+
+/// A scan of a body that arrives in chunks: [`StreamScan::feed`] each
+/// chunk in order, then [`StreamScan::finish`]. The result equals
+/// [`scan`] of the concatenated chunks, whatever the chunking.
+///
+/// Memory stays bounded: what is kept between chunks is at most
+/// [`LOOKBACK`] + [`LOOKAHEAD`] bytes (see [`StreamScan::retained`]), plus
+/// the first 8 KiB while the body may still turn out to be a weights
+/// file. A body over `max_body_bytes` stops being scanned as soon as it
+/// passes the cap and finishes `oversize`, as [`scan`] would.
+pub struct StreamScan {
+    enabled: bool,
+    kinds: config::KindSet,
+    min: u8,
+    max_body: usize,
+    engine: Option<&'static scanner::Engine>,
+    error: Option<String>,
+    state: scanner::State,
+    /// Retained bytes, `body[base..base + buf.len()]`.
+    buf: Vec<u8>,
+    base: usize,
+    total: usize,
+}
+
+impl StreamScan {
+    /// A new scan with the detectors `cfg` enables.
+    pub fn new(cfg: &DlpConfig) -> StreamScan {
+        let kinds = config::KindSet::from_config(cfg);
+        let (engine, error) = match scanner::engine() {
+            Ok(e) => (Some(e), None),
+            Err(e) => (None, Some(e)),
+        };
+        StreamScan {
+            enabled: cfg.enabled,
+            kinds,
+            min: cfg.min_confidence,
+            max_body: cfg.max_body_bytes,
+            engine,
+            error,
+            state: scanner::State::new(kinds, cfg.min_confidence),
+            buf: Vec::new(),
+            base: 0,
+            total: 0,
+        }
+    }
+
+    fn scanning(&self) -> bool {
+        self.enabled && self.engine.is_some() && !self.kinds.is_empty() && !self.oversize()
+    }
+
+    fn oversize(&self) -> bool {
+        self.total > self.max_body
+    }
+
+    /// The next chunk of the body.
+    pub fn feed(&mut self, chunk: &[u8]) {
+        self.total = self.total.saturating_add(chunk.len());
+        if !self.scanning() {
+            self.buf = Vec::new();
+            return;
+        }
+        let Some(engine) = self.engine else {
+            return;
+        };
+        if self.buf.is_empty() {
+            // Nothing retained: scan the chunk where it lies.
+            self.state.process(engine, chunk, self.base, false);
+            let keep = self.state.keep_from().max(self.base);
+            self.buf
+                .extend_from_slice(chunk.get(keep - self.base..).unwrap_or_default());
+            self.base = keep;
+        } else {
+            self.buf.extend_from_slice(chunk);
+            self.state.process(engine, &self.buf, self.base, false);
+            let keep = self.state.keep_from().max(self.base);
+            self.buf.drain(..(keep - self.base).min(self.buf.len()));
+            self.base = keep;
+        }
+    }
+
+    /// Bytes held between chunks right now.
+    pub fn retained(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Bytes fed so far.
+    pub fn fed(&self) -> usize {
+        self.total
+    }
+
+    /// The body has ended: what was found.
+    pub fn finish(mut self) -> ScanResult {
+        if !self.enabled {
+            return ScanResult::default();
+        }
+        if self.oversize() {
+            return ScanResult {
+                oversize: true,
+                ..ScanResult::default()
+            };
+        }
+        if let Some(message) = self.error {
+            return ScanResult {
+                error: Some(message),
+                ..ScanResult::default()
+            };
+        }
+        let Some(engine) = self.engine else {
+            return ScanResult::default();
+        };
+        if self.kinds.is_empty() {
+            return ScanResult {
+                scanned_bytes: self.total,
+                ..ScanResult::default()
+            };
+        }
+        self.state.process(engine, &self.buf, self.base, true);
+        result(self.state.into_raw(), self.min, self.total)
+    }
+}
+
+/// Scan a body given as chunks (a streaming host's view of it).
+pub fn scan_chunks<'a>(cfg: &DlpConfig, chunks: impl IntoIterator<Item = &'a [u8]>) -> ScanResult {
+    let mut stream = StreamScan::new(cfg);
+    for chunk in chunks {
+        stream.feed(chunk);
+    }
+    stream.finish()
 }
 
 /// Redact `findings` from `body`, each as its kind's [`RedactionMode`].

@@ -421,38 +421,101 @@ fn weights_in_json_base64_and_float_arrays() {
     assert_eq!(one("[4111111111111111, 1]").0, "card");
 }
 
+/// Feed `body` in chunks cut at `cuts` (offsets), return the result.
+fn streamed(cfg: &DlpConfig, body: &[u8], cuts: &[usize]) -> ScanResult {
+    let mut stream = StreamScan::new(cfg);
+    let mut at = 0;
+    for &cut in cuts.iter().chain(std::iter::once(&body.len())) {
+        let cut = cut.clamp(at, body.len());
+        stream.feed(&body[at..cut]);
+        at = cut;
+    }
+    stream.finish()
+}
+
 #[test]
 fn chunk_boundaries_find_a_match_exactly_once() {
+    let cfg = DlpConfig::default();
     let card = b"4111 1111 1111 1111";
-    for start in [
-        CHUNK_BYTES - 8,
-        CHUNK_BYTES - card.len(),
-        CHUNK_BYTES - 1,
-        CHUNK_BYTES,
-        CHUNK_BYTES + 1,
-        2 * CHUNK_BYTES - 3,
-    ] {
-        let mut body = b"lorem ipsum ".repeat(2 * CHUNK_BYTES / 12 + 10);
-        body[start - 7..start].copy_from_slice(b" card: ");
-        body[start..start + card.len()].copy_from_slice(card);
-        body[start + card.len()] = b' ';
-        let f = scan(&DlpConfig::default(), &body).findings;
-        assert_eq!(f.len(), 1, "at {start}: {f:?}");
-        assert_eq!(
-            (f[0].offset, f[0].length, f[0].confidence),
-            (start, card.len(), 95)
-        );
+    let mut body = b"lorem ipsum ".repeat(2000);
+    let start = 10_000;
+    body[start - 7..start].copy_from_slice(b" card: ");
+    body[start..start + card.len()].copy_from_slice(card);
+    body[start + card.len()] = b' ';
+    let one_shot = scan(&cfg, &body);
+    assert_eq!(one_shot.count(), 1);
+    assert_eq!(
+        (one_shot.findings[0].offset, one_shot.findings[0].confidence),
+        (start, 95)
+    );
+    // Every cut through the card, its context word and just around them.
+    for cut in start - 10..start + card.len() + 3 {
+        assert_eq!(streamed(&cfg, &body, &[cut]), one_shot, "cut at {cut}");
     }
+    // One byte at a time.
+    let bytes: Vec<usize> = (1..body.len()).collect();
+    assert_eq!(streamed(&cfg, &body, &bytes), one_shot);
+
     // A long token across the edge is one finding.
     let key = format!("3MVG9{}", tail(100));
-    let mut body = b"lorem ipsum ".repeat(CHUNK_BYTES / 12 + 20);
-    let start = CHUNK_BYTES - 50;
+    let mut body = b"lorem ipsum ".repeat(200);
+    let start = 1000;
     body[start - 1] = b' ';
     body[start..start + key.len()].copy_from_slice(key.as_bytes());
     body[start + key.len()] = b' ';
-    let f = scan(&DlpConfig::default(), &body).findings;
-    assert_eq!(f.len(), 1, "{f:?}");
-    assert_eq!((f[0].offset, f[0].length), (start, key.len()));
+    let one_shot = scan(&cfg, &body);
+    assert_eq!(one_shot.count(), 1);
+    assert_eq!(
+        (one_shot.findings[0].offset, one_shot.findings[0].length),
+        (start, key.len())
+    );
+    for cut in [start + 1, start + 5, start + 50, start + key.len() - 1] {
+        assert_eq!(streamed(&cfg, &body, &[cut]), one_shot, "cut at {cut}");
+    }
+}
+
+#[test]
+fn long_findings_stream_with_bounded_memory() {
+    let cfg = DlpConfig {
+        max_body_bytes: usize::MAX,
+        ..DlpConfig::default()
+    };
+    // A 3 MB base64 safetensors blob inside JSON, then an e-mail.
+    let mut file = build::safetensors();
+    file.resize(3 << 20, 7);
+    let body = format!(
+        r#"{{"blob": "{}", "owner": "ann@example.com"}}"#,
+        STANDARD.encode(&file)
+    );
+    let one_shot = scan(&cfg, body.as_bytes());
+    let kinds: Vec<&str> = one_shot.findings.iter().map(|f| f.kind.as_str()).collect();
+    assert_eq!(kinds, ["model_weights.safetensors", "email"]);
+    let mut stream = StreamScan::new(&cfg);
+    let mut most = 0;
+    for chunk in body.as_bytes().chunks(4096) {
+        stream.feed(chunk);
+        most = most.max(stream.retained());
+    }
+    assert_eq!(stream.finish(), one_shot);
+    assert!(most <= LOOKBACK + LOOKAHEAD + 4096, "kept {most} bytes");
+
+    // A weights file streamed: one finding over the whole body.
+    let mut gguf = build::gguf();
+    gguf.resize(1 << 20, 3);
+    let one_shot = scan(&cfg, &gguf);
+    assert_eq!(one_shot.count(), 1);
+    assert_eq!(one_shot.findings[0].length, gguf.len());
+    let cuts: Vec<usize> = (1..gguf.len()).step_by(1000).collect();
+    assert_eq!(streamed(&cfg, &gguf, &cuts), one_shot);
+
+    // Oversize is known as soon as the cap is passed.
+    let small = DlpConfig {
+        max_body_bytes: 100,
+        ..DlpConfig::default()
+    };
+    let r = streamed(&small, &[b'a'; 150], &[60, 120]);
+    assert!(r.oversize && r.findings.is_empty());
+    assert_eq!(r, scan(&small, &[b'a'; 150]));
 }
 
 #[test]

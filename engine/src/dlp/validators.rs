@@ -48,10 +48,12 @@ pub(crate) fn card_brand(digits: &[u8]) -> Option<&'static str> {
     if (16..=19).contains(&len) && (3528..=3589).contains(&p4) {
         return Some("jcb");
     }
-    if (14..=19).contains(&len) && (p2 == 36 || p2 == 38 || p2 == 39 || (300..=305).contains(&p3)) {
+    if (14..=19).contains(&len)
+        && (p2 == 36 || p2 == 38 || p2 == 39 || (300..=305).contains(&p3) || p4 == 3095)
+    {
         return Some("diners");
     }
-    if (16..=19).contains(&len) && p2 == 62 {
+    if (16..=19).contains(&len) && (p2 == 62 || (8100..=8171).contains(&p4)) {
         return Some("unionpay");
     }
     None
@@ -124,13 +126,18 @@ pub(crate) fn es_nif(id: &[u8]) -> bool {
     NIF_LETTERS.get((number % 23) as usize) == Some(letter)
 }
 
-/// IBAN length per country (ISO 13616 registry: SEPA and common others).
+/// IBAN length per country: every country of the ISO 13616 IBAN registry
+/// (SWIFT, release of 2025, including Åland under FI and the French
+/// overseas territories under FR), then the national IBAN formats
+/// published outside the registry (West and Central African states,
+/// Algeria, Angola, Iran, Morocco, Mozambique …).
 pub(crate) fn iban_length(country: &[u8]) -> Option<usize> {
     let len = match country {
         b"AD" => 24,
         b"AE" => 23,
         b"AL" => 28,
         b"AT" => 20,
+        b"AX" => 18,
         b"AZ" => 28,
         b"BA" => 20,
         b"BE" => 16,
@@ -156,20 +163,18 @@ pub(crate) fn iban_length(country: &[u8]) -> Option<usize> {
         b"FR" => 27,
         b"GB" => 22,
         b"GE" => 22,
-        b"GG" => 22,
         b"GI" => 23,
         b"GL" => 18,
         b"GR" => 27,
         b"GT" => 28,
+        b"HN" => 28,
         b"HR" => 21,
         b"HU" => 28,
         b"IE" => 22,
         b"IL" => 23,
-        b"IM" => 22,
         b"IQ" => 23,
         b"IS" => 26,
         b"IT" => 27,
-        b"JE" => 22,
         b"JO" => 30,
         b"KW" => 30,
         b"KZ" => 20,
@@ -218,6 +223,13 @@ pub(crate) fn iban_length(country: &[u8]) -> Option<usize> {
         b"VG" => 24,
         b"XK" => 20,
         b"YE" => 30,
+        // Crown dependencies print GB's format under their own code.
+        b"GG" | b"IM" | b"JE" => 22,
+        // Outside the registry: national formats in use.
+        b"AO" | b"CV" | b"GW" | b"MZ" => 25,
+        b"DZ" | b"IR" => 26,
+        b"CF" | b"CG" | b"CM" | b"GA" | b"GQ" | b"KM" | b"MG" | b"TD" => 27,
+        b"BF" | b"BJ" | b"CI" | b"MA" | b"ML" | b"NE" | b"SN" | b"TG" => 28,
         // French overseas territories use FR's format.
         b"GF" | b"GP" | b"MQ" | b"RE" | b"PF" | b"TF" | b"YT" | b"NC" | b"PM" | b"WF" | b"BL"
         | b"MF" => 27,

@@ -20,21 +20,24 @@ const MARKER_SPAN: usize = 4096;
 
 /// Strings a torch / numpy / sklearn pickle names in its first opcodes
 /// (GLOBAL `c<module>\n<name>\n` up to protocol 3, SHORT_BINUNICODE +
-/// STACK_GLOBAL from 4), and `onnx` (last) for ONNX files.
-const MARKERS: &[&str] = &[
-    "torch._utils",
-    "_rebuild_tensor",
-    "_rebuild_parameter",
-    "torch.FloatStorage",
-    "torch.HalfStorage",
-    "torch.BFloat16Storage",
-    "ctorch\n",
-    "numpy.core.multiarray",
-    "numpy._core.multiarray",
-    "cnumpy\n",
-    "numpy\ndtype",
-    "sklearn.",
-    "onnx",
+/// STACK_GLOBAL from 4); the magic number that the legacy (pre-1.6,
+/// `_use_new_zipfile_serialization=False`) `torch.save` pickles first
+/// (LONG1 of 0x1950a86a20f9469cfc6c); and `onnx` (last) for ONNX files.
+const MARKERS: &[&[u8]] = &[
+    b"torch._utils",
+    b"_rebuild_tensor",
+    b"_rebuild_parameter",
+    b"torch.FloatStorage",
+    b"torch.HalfStorage",
+    b"torch.BFloat16Storage",
+    b"ctorch\n",
+    b"numpy.core.",
+    b"numpy._core.",
+    b"cnumpy\n",
+    b"numpy\ndtype",
+    b"sklearn.",
+    b"\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19",
+    b"onnx",
 ];
 
 /// The marker automaton.
@@ -121,11 +124,14 @@ pub(crate) fn safetensors(b: &[u8]) -> Option<Hit> {
                     continue;
                 }
                 let ok = entry.get("dtype").is_some_and(Value::is_string)
-                    && entry.get("shape").is_some_and(Value::is_array)
+                    && entry
+                        .get("shape")
+                        .and_then(Value::as_array)
+                        .is_some_and(|a| a.iter().all(Value::is_u64))
                     && entry
                         .get("data_offsets")
                         .and_then(Value::as_array)
-                        .is_some_and(|a| a.len() == 2);
+                        .is_some_and(|a| a.len() == 2 && a.iter().all(Value::is_u64));
                 if !ok {
                     return None;
                 }
@@ -153,17 +159,23 @@ pub(crate) fn safetensors(b: &[u8]) -> Option<Hit> {
     }
 }
 
-/// GGUF: magic, u32 LE version 1..=3, then tensor and metadata counts
-/// (u32 in v1, u64 from v2).
+/// GGUF: magic, u32 version 1..=3, then tensor and metadata counts
+/// (u32 in v1, u64 from v2). Little-endian, or big-endian as llama.cpp
+/// writes for s390x (v2 and v3 only).
 pub(crate) fn gguf(b: &[u8]) -> Option<Hit> {
     if b.get(..4)? != b"GGUF" {
         return None;
     }
     let version = u32_le(b, 4)?;
-    if !(1..=3).contains(&version) {
+    let big = matches!(version.swap_bytes(), 2 | 3);
+    if !(1..=3).contains(&version) && !big {
         return None;
     }
-    let counts = if version == 1 {
+    let counts = if big {
+        u64_le(b, 8)
+            .zip(u64_le(b, 16))
+            .map(|(t, k)| (t.swap_bytes(), k.swap_bytes()))
+    } else if version == 1 {
         u32_le(b, 8)
             .zip(u32_le(b, 12))
             .map(|(t, k)| (u64::from(t), u64::from(k)))
@@ -192,7 +204,7 @@ pub(crate) fn npy(b: &[u8]) -> Option<Hit> {
         return None;
     }
     let header = b.get(start..)?;
-    let header = header.get(..len.min(header.len()))?;
+    let header = header.get(..len.min(header.len()).min(4096))?;
     (header.first() == Some(&b'{') && header.windows(7).any(|w| w == b"'descr'")).then_some(Hit {
         kind: Kind::WNpy,
         confidence: 99,
@@ -356,6 +368,33 @@ pub(crate) fn onnx(markers: &Markers, b: &[u8]) -> Option<Hit> {
     }
     let confidence = if markers.onnx(b) { 95 } else { 85 };
     hit(Kind::WOnnx, confidence)
+}
+
+/// Whether `b` reads as a raw little-endian float32 tensor: of its first
+/// `max` values (at least 3, and at least 128 unless `max` is smaller),
+/// 95% are zero or of a magnitude weights have (1e-6..=1e4), not more than
+/// half are zero, and they are not all one value. Random or compressed
+/// bytes pass about one value in eight; text far fewer.
+pub(crate) fn f32_plausible(b: &[u8], max: usize) -> bool {
+    let values: Vec<f32> = b
+        .chunks_exact(4)
+        .take(max)
+        .filter_map(|c| <[u8; 4]>::try_from(c).ok())
+        .map(f32::from_le_bytes)
+        .collect();
+    let n = values.len();
+    if n < 3 || (n < 128 && n < max) {
+        return false;
+    }
+    let zeros = values.iter().filter(|v| **v == 0.0).count();
+    let plausible = values
+        .iter()
+        .filter(|v| **v == 0.0 || (1e-6..=1e4).contains(&v.abs()))
+        .count();
+    let distinct = values
+        .iter()
+        .any(|v| v.to_bits() != values.first().map_or(0, |f| f.to_bits()));
+    plausible * 20 >= n * 19 && zeros * 2 <= n && distinct
 }
 
 #[cfg(test)]

@@ -43,6 +43,14 @@ pub fn filter_wasm() -> PathBuf {
     p
 }
 
+/// The test build of the filter (`--features crash-test`), which `make
+/// envoy` copies aside.
+pub fn crash_test_wasm() -> PathBuf {
+    let p = repo().join("target/envoy/portcullis_envoy_crash_test.wasm");
+    assert!(p.is_file(), "no {}: run `make envoy`", p.display());
+    p
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -120,6 +128,7 @@ pub struct Envoy {
     pub filter_file: PathBuf,
     pub log: PathBuf,
     pub dir: Scratch,
+    wasm: PathBuf,
 }
 
 pub struct EnvoyOptions {
@@ -127,6 +136,26 @@ pub struct EnvoyOptions {
     pub upstream_port: u16,
     /// The plugin configuration (packed bundle, optionally with settings).
     pub configuration: String,
+    /// The Envoy configuration template under tests/envoy/.
+    pub template: &'static str,
+    /// More `@NAME@` → value replacements for the template.
+    pub vars: Vec<(String, String)>,
+    /// The filter's wasm (default: [`filter_wasm`]).
+    pub wasm: Option<PathBuf>,
+}
+
+impl EnvoyOptions {
+    /// The plain e2e listener, the production filter.
+    pub fn new(concurrency: u32, upstream_port: u16, configuration: String) -> EnvoyOptions {
+        EnvoyOptions {
+            concurrency,
+            upstream_port,
+            configuration,
+            template: "envoy-e2e.yaml",
+            vars: Vec::new(),
+            wasm: None,
+        }
+    }
 }
 
 impl Envoy {
@@ -136,8 +165,14 @@ impl Envoy {
         let filter_dir = dir.0.join("ecds");
         std::fs::create_dir_all(&filter_dir).unwrap();
         let filter_file = filter_dir.join("portcullis-filter.json");
-        write_filter(&filter_file, &opts.configuration);
-        let template = std::fs::read_to_string(repo().join("tests/envoy/envoy-e2e.yaml")).unwrap();
+        let wasm = opts.wasm.clone().unwrap_or_else(filter_wasm);
+        write_filter(&filter_file, &wasm, &opts.configuration);
+        let template =
+            std::fs::read_to_string(repo().join("tests/envoy").join(opts.template)).unwrap();
+        let mut template = template;
+        for (k, v) in &opts.vars {
+            template = template.replace(&format!("@{k}@"), v);
+        }
         let config = template
             .replace("@ADMIN_PORT@", &admin.to_string())
             .replace("@LISTEN_PORT@", &port.to_string())
@@ -172,6 +207,7 @@ impl Envoy {
             filter_file,
             log,
             dir,
+            wasm,
         };
         envoy.wait_ready(Duration::from_secs(180));
         envoy
@@ -241,7 +277,7 @@ impl Envoy {
 
     /// Swap the filter's configuration: one atomic rename Envoy's watch sees.
     pub fn swap(&self, configuration: &str) {
-        write_filter(&self.filter_file, configuration);
+        write_filter(&self.filter_file, &self.wasm, configuration);
     }
 
     pub fn pid(&self) -> u32 {
@@ -249,8 +285,8 @@ impl Envoy {
     }
 }
 
-fn write_filter(path: &Path, configuration: &str) {
-    let doc = resource::filter_resource("portcullis", &filter_wasm(), configuration);
+fn write_filter(path: &Path, wasm: &Path, configuration: &str) {
+    let doc = resource::filter_resource("portcullis", wasm, configuration);
     resource::write_atomically(path, &doc.to_string()).unwrap();
 }
 
@@ -549,4 +585,183 @@ pub fn get(port: u16, path: &str) -> std::io::Result<Response> {
 pub fn b64(text: &str) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+// ------------------------------------------------------------------- TLS
+
+/// A test PKI made with the `openssl` CLI in a scratch directory: a CA, a
+/// server certificate for 127.0.0.1, and client certificates with the URI
+/// SANs asked for (plus one from a CA the listener does not trust).
+pub struct Pki {
+    pub dir: Scratch,
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("openssl (apt-get install -y openssl)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Pki {
+    /// `clients`: (file stem, URI SAN) pairs signed by the trusted CA.
+    pub fn new(clients: &[(&str, &str)]) -> Pki {
+        let dir = Scratch::new("pki");
+        let d = dir.0.as_path();
+        for ca in ["ca", "rogue-ca"] {
+            openssl(
+                d,
+                &[
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "ec",
+                    "-pkeyopt",
+                    "ec_paramgen_curve:P-256",
+                    "-nodes",
+                    "-keyout",
+                    &format!("{ca}.key"),
+                    "-out",
+                    &format!("{ca}.pem"),
+                    "-days",
+                    "2",
+                    "-subj",
+                    &format!("/CN=portcullis test {ca}"),
+                    "-addext",
+                    "basicConstraints=critical,CA:TRUE",
+                    "-addext",
+                    "keyUsage=critical,keyCertSign,cRLSign",
+                ],
+            );
+        }
+        let mut leaves: Vec<(String, String, &str, &str)> = vec![(
+            "server".into(),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost".into(),
+            "serverAuth",
+            "ca",
+        )];
+        for (stem, san) in clients {
+            leaves.push((
+                stem.to_string(),
+                format!("subjectAltName=URI:{san}"),
+                "clientAuth",
+                "ca",
+            ));
+        }
+        leaves.push((
+            "rogue".into(),
+            "subjectAltName=URI:spiffe://crm/etl".into(),
+            "clientAuth",
+            "rogue-ca",
+        ));
+        for (stem, san, usage, ca) in &leaves {
+            std::fs::write(
+                d.join(format!("{stem}.ext")),
+                format!("{san}\nextendedKeyUsage={usage}\nbasicConstraints=CA:FALSE\n"),
+            )
+            .unwrap();
+            openssl(
+                d,
+                &[
+                    "req",
+                    "-newkey",
+                    "ec",
+                    "-pkeyopt",
+                    "ec_paramgen_curve:P-256",
+                    "-nodes",
+                    "-keyout",
+                    &format!("{stem}.key"),
+                    "-out",
+                    &format!("{stem}.csr"),
+                    "-subj",
+                    &format!("/CN={stem}"),
+                ],
+            );
+            openssl(
+                d,
+                &[
+                    "x509",
+                    "-req",
+                    "-in",
+                    &format!("{stem}.csr"),
+                    "-CA",
+                    &format!("{ca}.pem"),
+                    "-CAkey",
+                    &format!("{ca}.key"),
+                    "-CAcreateserial",
+                    "-out",
+                    &format!("{stem}.pem"),
+                    "-days",
+                    "2",
+                    "-extfile",
+                    &format!("{stem}.ext"),
+                ],
+            );
+        }
+        Pki { dir }
+    }
+
+    pub fn path(&self, name: &str) -> String {
+        self.dir.0.join(name).to_string_lossy().to_string()
+    }
+}
+
+/// An HTTPS request with `curl` (client certificate `client`, a stem of
+/// [`Pki`], or none). `Err`: curl could not complete it (e.g. the TLS
+/// handshake was refused), with curl's exit code and message.
+pub fn https(
+    pki: &Pki,
+    port: u16,
+    path: &str,
+    client: Option<&str>,
+    headers: &[(&str, &str)],
+) -> Result<Response, String> {
+    let head = pki.dir.0.join(format!("head-{}", std::process::id()));
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "--max-time", "20", "--cacert"])
+        .arg(pki.path("ca.pem"))
+        .arg("-D")
+        .arg(&head)
+        .arg(format!("https://127.0.0.1:{port}{path}"));
+    if let Some(c) = client {
+        cmd.arg("--cert")
+            .arg(pki.path(&format!("{c}.pem")))
+            .arg("--key")
+            .arg(pki.path(&format!("{c}.key")));
+    }
+    for (k, v) in headers {
+        cmd.arg("-H").arg(format!("{k}: {v}"));
+    }
+    let out = cmd
+        .output()
+        .map_err(|e| format!("curl: {e} (apt-get install -y curl)"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "curl exit {:?}: {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let text = std::fs::read_to_string(&head).map_err(|e| e.to_string())?;
+    let mut lines = text.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .ok_or("no status line")?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Ok(Response {
+        status,
+        headers,
+        body: out.stdout,
+    })
 }

@@ -8,9 +8,19 @@
     reason = "tests and benches stop at the first broken assumption"
 )]
 
+mod alerting;
+mod audit;
 mod cli;
+mod diff;
 mod equality;
+mod faults;
+mod flows;
+mod limits;
+mod notify;
+mod redis;
+mod revoke;
 mod runtime;
+mod serve;
 
 use portcullis_host::{GuestRuntime, RuntimeOptions, bundle_dir};
 use std::path::{Path, PathBuf};

@@ -29,6 +29,10 @@ from ._types import (
 
 BUNDLE_EXTENSIONS = ("toml", "cedarschema", "cedar", "json", "yaml", "yml")
 MAX_FILE_BYTES = 8 * 1024 * 1024
+# The engine's limits (engine/src/limits.rs), checked here too so that an
+# oversized input is refused by name without being copied into the guest.
+MAX_REQUEST_BYTES = 4 * 1024 * 1024
+MAX_BUNDLE_BYTES = 16 * 1024 * 1024
 
 BundleFiles = Union[Mapping[str, str], Iterable[tuple[str, str]]]
 RequestLike = Union[str, bytes, Mapping[str, Any]]
@@ -295,6 +299,10 @@ class Portcullis:
         problem the previous bundle stays and PortcullisError (kind
         `refused`, with `problems`) is raised."""
         pairs = _files(files)
+        total = sum(len(n.encode("utf-8")) + len(t.encode("utf-8")) for n, t in pairs)
+        if total > MAX_BUNDLE_BYTES:
+            problem = BundleProblem(kind="limit", message=f"bundle is {total} bytes, over the limit of {MAX_BUNDLE_BYTES}")
+            raise PortcullisError(f"bundle refused: {problem}", kind="refused", problems=[problem])
         r = self._call("load", lambda: self._f["load"](self._wstore, pairs))
         ok, value = _abi.unwrap_result(r, wc.Record)
         if not ok:
@@ -310,6 +318,9 @@ class Portcullis:
 
     def decide_json(self, request: str) -> str:
         """decide() on JSON text, answering JSON text."""
+        size = len(request.encode("utf-8"))
+        if size > MAX_REQUEST_BYTES:
+            return json.dumps(self._oversized(size, request), separators=(",", ":"))
         try:
             if self._fast:
                 d = self._call("decide", lambda: _abi.call_str(self._f["decide"], self._wstore, request))
@@ -331,6 +342,15 @@ class Portcullis:
     def decide_batch(self, requests: Sequence[RequestLike]) -> list[Decision]:
         """Decide many in order, state carried between them."""
         texts = [request_text(r) for r in requests]
+        sizes = [len(t.encode("utf-8")) for t in texts]
+        if any(n > MAX_REQUEST_BYTES for n in sizes):
+            # Oversized ones are denied here; the rest cross, in order.
+            fit = [t for t, n in zip(texts, sizes) if n <= MAX_REQUEST_BYTES]
+            decided = iter(self.decide_batch(fit))
+            return [
+                Decision.from_dict(self._oversized(n, t)) if n > MAX_REQUEST_BYTES else next(decided)
+                for t, n in zip(texts, sizes)
+            ]
         try:
             if self._fast:
                 out = self._call("decide-batch", lambda: _abi.call_strs(self._f["decide-batch"], self._wstore, texts))
@@ -382,7 +402,13 @@ class Portcullis:
             raise PortcullisError(msg, kind="no-bundle" if "no bundle" in msg else "error")
         return r
 
-    def _fault(self, message: str, request: str) -> dict[str, Any]:
+    def _oversized(self, size: int, request: str) -> dict[str, Any]:
+        """The deny for a request over the size limit (as the engine words it)."""
+        return self._fault(
+            f"request is {size} bytes, over the limit of {MAX_REQUEST_BYTES}", request, kind="invalid-request"
+        )
+
+    def _fault(self, message: str, request: str, kind: str = "engine-fault") -> dict[str, Any]:
         """The fail-closed deny the engine writes for a fault
         (Decision::fault), for a guest that trapped."""
         return {
@@ -393,7 +419,7 @@ class Portcullis:
             "escalation": None,
             "retry_after": None,
             "pathway": "authentic",
-            "error": {"kind": "engine-fault", "message": message},
+            "error": {"kind": kind, "message": message},
             "audit": {
                 "time": "",
                 "request_digest": hashlib.sha256(request.encode("utf-8")).hexdigest(),
@@ -407,6 +433,6 @@ class Portcullis:
                 "facts": None,
                 "bundle": "",
                 "engine": self._engine_version,
-                "error": f"engine-fault: {message}",
+                "error": f"{kind}: {message}",
             },
         }

@@ -1,0 +1,366 @@
+//! A structural check of JSON text before it is parsed: nesting depth and
+//! duplicate keys.
+//!
+//! `serde_json` keeps the last of two equal keys in a map (`record`,
+//! entity attributes …) and only refuses duplicates of a struct's own
+//! fields; two readers of the same document could then see different
+//! values. It also recurses once per nesting level (128 at most). This pass
+//! runs first, without recursion, and refuses both with the path of the
+//! offending key, so a request means one thing to every reader and a deep
+//! document costs one linear scan.
+//!
+//! Not a validator: malformed JSON is left to the parser that follows (it
+//! names the syntax error); this pass only stops at what it understands.
+
+use std::collections::HashSet;
+
+/// Deepest nesting of objects and arrays accepted in a request or a
+/// bundle's JSON file.
+pub const MAX_JSON_DEPTH: usize = 64;
+
+/// What the check found: the dotted path of the offending place and what
+/// is wrong there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted path (`context.record.Name`, `files`, `[3].attrs.x`); empty
+    /// for the document itself.
+    pub path: String,
+    /// What was found.
+    pub message: String,
+    /// The problem is a limit exceeded (depth), not a malformed document.
+    pub limit: bool,
+}
+
+enum Frame {
+    Object {
+        keys: HashSet<String>,
+        /// Path segment of the key whose value is being read.
+        current: Option<String>,
+    },
+    Array {
+        index: usize,
+    },
+}
+
+/// Check `text`: at most `max_depth` levels, no object with a key twice.
+pub fn check(text: &str, max_depth: usize) -> Result<(), Problem> {
+    let bytes = text.as_bytes();
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            b'{' | b'[' => {
+                if stack.len() >= max_depth {
+                    return Err(Problem {
+                        path: outer_path(&stack),
+                        message: format!(
+                            "JSON nests deeper than the limit of {max_depth} levels"
+                        ),
+                        limit: true,
+                    });
+                }
+                stack.push(if b == b'{' {
+                    Frame::Object {
+                        keys: HashSet::new(),
+                        current: None,
+                    }
+                } else {
+                    Frame::Array { index: 0 }
+                });
+                i += 1;
+            }
+            b'}' | b']' => {
+                stack.pop();
+                i += 1;
+            }
+            b',' => {
+                match stack.last_mut() {
+                    Some(Frame::Array { index }) => *index += 1,
+                    Some(Frame::Object { current, .. }) => *current = None,
+                    None => {}
+                }
+                i += 1;
+            }
+            b'"' => {
+                let Some((end, escaped)) = string_end(bytes, i) else {
+                    return Ok(()); // unterminated: the parser says so
+                };
+                let is_key = matches!(stack.last(), Some(Frame::Object { current: None, .. }))
+                    && next_non_space(bytes, end) == Some(b':');
+                if is_key {
+                    let raw = text.get(i + 1..end - 1).unwrap_or("");
+                    let key = if escaped {
+                        serde_json::from_str::<String>(text.get(i..end).unwrap_or("\"\""))
+                            .unwrap_or_else(|_| raw.to_string())
+                    } else {
+                        raw.to_string()
+                    };
+                    let here = path(&stack);
+                    if let Some(Frame::Object { keys, current }) = stack.last_mut() {
+                        if !keys.insert(key.clone()) {
+                            return Err(Problem {
+                                path: join(&here, &key),
+                                message: format!(
+                                    "duplicate key `{}`: a key may appear once in an object",
+                                    crate::request::truncate(&key)
+                                ),
+                                limit: false,
+                            });
+                        }
+                        *current = Some(key);
+                    }
+                }
+                i = end;
+            }
+            _ => i += 1,
+        }
+    }
+    Ok(())
+}
+
+/// One past the closing quote of the string starting at `start`, and
+/// whether it holds an escape.
+fn string_end(bytes: &[u8], start: usize) -> Option<(usize, bool)> {
+    let mut i = start + 1;
+    let mut escaped = false;
+    loop {
+        match bytes.get(i)? {
+            b'\\' => {
+                escaped = true;
+                i += 2;
+            }
+            b'"' => return Some((i + 1, escaped)),
+            _ => i += 1,
+        }
+    }
+}
+
+fn next_non_space(bytes: &[u8], mut i: usize) -> Option<u8> {
+    while let Some(&b) = bytes.get(i) {
+        if !b.is_ascii_whitespace() {
+            return Some(b);
+        }
+        i += 1;
+    }
+    None
+}
+
+fn path(stack: &[Frame]) -> String {
+    let mut out = String::new();
+    for f in stack {
+        match f {
+            Frame::Object {
+                current: Some(k), ..
+            } => out = join(&out, k),
+            Frame::Object { current: None, .. } => {}
+            Frame::Array { index } => out.push_str(&format!("[{index}]")),
+        }
+    }
+    out
+}
+
+/// The path of a nesting too deep, as far as it names fields: its leading
+/// object keys (at most eight), where the runaway nesting begins.
+fn outer_path(stack: &[Frame]) -> String {
+    let mut out = String::new();
+    for f in stack.iter().take(8) {
+        match f {
+            Frame::Object {
+                current: Some(k), ..
+            } => out = join(&out, k),
+            _ => break,
+        }
+    }
+    out
+}
+
+fn join(path: &str, key: &str) -> String {
+    let key = crate::request::truncate(key);
+    if path.is_empty() {
+        key
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duplicate_keys_are_named_with_their_path() {
+        let e = check(r#"{"a": {"b": 1, "c": [ {"x": 1, "x": 2} ]}}"#, 64).err();
+        assert_eq!(
+            e.map(|e| (e.path, e.message.contains("duplicate key `x`"))),
+            Some(("a.c[0].x".to_string(), true))
+        );
+        // Escapes are decoded before comparing: "\u0061" is "a".
+        let e = check(r#"{"a": 1, "\u0061": 2}"#, 64).err();
+        assert_eq!(e.map(|e| e.path), Some("a".to_string()));
+        // Equal keys in different objects, and values equal to keys, are fine.
+        assert_eq!(
+            check(r#"{"a": {"a": "a"}, "b": [{"a": 1}, {"a": 2}]}"#, 64),
+            Ok(())
+        );
+        // Strings holding braces, quotes and colons are skipped whole.
+        assert_eq!(check(r#"{"a": "{\"a\": 1, \"a\": 2}", "b": ":"}"#, 64), Ok(()));
+    }
+
+    #[test]
+    fn depth_is_bounded_without_recursion() {
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let e = check(&deep, 64).err();
+        assert_eq!(
+            e.map(|e| (e.path, e.message.contains("64 levels"))),
+            Some((String::new(), true))
+        );
+        let deep = format!(r#"{{"a":{{"b":{}{}}}}}"#, "[".repeat(100), "]".repeat(100));
+        assert_eq!(check(&deep, 64).map_err(|e| e.path), Err("a.b".to_string()));
+        let ok = format!("{}{}", "[".repeat(64), "]".repeat(64));
+        assert_eq!(check(&ok, 64), Ok(()));
+        let over = format!("{}{}", "[".repeat(65), "]".repeat(65));
+        assert!(check(&over, 64).is_err());
+    }
+
+    #[test]
+    fn malformed_text_is_left_to_the_parser() {
+        for t in ["", "{", "{\"a", "\"", "}}}]]]", "{\"a\":\"\\"] {
+            let _ = check(t, 64);
+        }
+    }
+}
+
+/// The hierarchy of `entities.json` before Cedar computes its closure
+/// (which recurses once per level and keeps every ancestor of every
+/// entity): a chain of parents longer than `max_depth`, or a cycle, is
+/// refused naming the entity where it was found. Text that is not an
+/// entity list is left to Cedar, which names the problem.
+pub fn entity_hierarchy(text: &str, max_depth: usize) -> Result<(), Problem> {
+    use std::collections::HashMap;
+    fn uid(v: &serde_json::Value) -> Option<(String, String)> {
+        let v = v.get("__entity").unwrap_or(v);
+        Some((
+            v.get("type")?.as_str()?.to_string(),
+            v.get("id")?.as_str()?.to_string(),
+        ))
+    }
+    let Ok(serde_json::Value::Array(list)) = serde_json::from_str::<serde_json::Value>(text)
+    else {
+        return Ok(());
+    };
+    let mut parents: HashMap<(String, String), Vec<(String, String)>> = HashMap::new();
+    for e in &list {
+        let Some(id) = e.get("uid").and_then(uid) else {
+            continue;
+        };
+        let ps = e
+            .get("parents")
+            .and_then(|p| p.as_array())
+            .map(|a| a.iter().filter_map(uid).collect())
+            .unwrap_or_default();
+        parents.entry(id).or_default().extend::<Vec<_>>(ps);
+    }
+    let name = |(t, i): &(String, String)| format!("{t}::{i:?}");
+    // Longest chain above each entity, iteratively (post-order), with the
+    // entities on the current path marked to find cycles.
+    let mut depth: HashMap<&(String, String), usize> = HashMap::new();
+    let mut on_path: std::collections::HashSet<&(String, String)> = Default::default();
+    for start in parents.keys() {
+        if depth.contains_key(start) {
+            continue;
+        }
+        let mut stack: Vec<(&(String, String), usize)> = vec![(start, 0)];
+        on_path.insert(start);
+        while let Some((node, next)) = stack.pop() {
+            let ps = parents.get(node).map(Vec::as_slice).unwrap_or(&[]);
+            if let Some(p) = ps.get(next) {
+                stack.push((node, next + 1));
+                if on_path.contains(p) {
+                    return Err(Problem {
+                        path: name(node),
+                        message: format!(
+                            "the entity hierarchy has a cycle: `{}` is its own ancestor (through `{}`)",
+                            name(p),
+                            name(node)
+                        ),
+                        limit: false,
+                    });
+                }
+                if !depth.contains_key(p) {
+                    if stack.len() > max_depth {
+                        return Err(Problem {
+                            path: name(start),
+                            message: format!(
+                                "`{}` has a chain of parents deeper than the limit of {max_depth}",
+                                name(start)
+                            ),
+                            limit: true,
+                        });
+                    }
+                    on_path.insert(p);
+                    stack.push((p, 0));
+                }
+                continue;
+            }
+            let d = 1 + ps.iter().filter_map(|p| depth.get(p)).max().copied().unwrap_or(0);
+            if d > max_depth {
+                return Err(Problem {
+                    path: name(node),
+                    message: format!(
+                        "`{}` has a chain of parents deeper than the limit of {max_depth}",
+                        name(node)
+                    ),
+                    limit: true,
+                });
+            }
+            on_path.remove(node);
+            depth.insert(node, d);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod hierarchy_tests {
+    use super::*;
+
+    fn chain(n: usize, cycle: bool) -> String {
+        let mut v = Vec::new();
+        for i in 0..n {
+            let parents = if i + 1 < n {
+                format!(r#"[{{"type":"G","id":"g{}"}}]"#, i + 1)
+            } else if cycle {
+                r#"[{"type":"G","id":"g0"}]"#.to_string()
+            } else {
+                "[]".to_string()
+            };
+            v.push(format!(
+                r#"{{"uid":{{"type":"G","id":"g{i}"}},"attrs":{{}},"parents":{parents}}}"#
+            ));
+        }
+        format!("[{}]", v.join(","))
+    }
+
+    #[test]
+    fn chains_up_to_the_limit_pass_and_longer_ones_are_named() {
+        assert_eq!(entity_hierarchy(&chain(64, false), 64), Ok(()));
+        let e = entity_hierarchy(&chain(65, false), 64).err();
+        assert!(e.is_some_and(|e| e.message.contains("limit of 64")));
+        // Deep enough to overflow a recursive walk: refused, no recursion.
+        assert!(entity_hierarchy(&chain(200_000, false), 64).is_err());
+    }
+
+    #[test]
+    fn cycles_are_named() {
+        let e = entity_hierarchy(&chain(3, true), 64).err();
+        assert!(e.is_some_and(|e| e.message.contains("cycle")));
+        let selfloop = r#"[{"uid":{"type":"G","id":"a"},"attrs":{},"parents":[{"type":"G","id":"a"}]}]"#;
+        assert!(entity_hierarchy(selfloop, 64).is_err());
+        // A diamond is not a cycle.
+        let diamond = r#"[{"uid":{"type":"G","id":"a"},"attrs":{},"parents":[{"type":"G","id":"b"},{"type":"G","id":"c"}]},
+            {"uid":{"type":"G","id":"b"},"attrs":{},"parents":[{"type":"G","id":"d"}]},
+            {"uid":{"type":"G","id":"c"},"attrs":{},"parents":[{"type":"G","id":"d"}]},
+            {"uid":{"type":"G","id":"d"},"attrs":{},"parents":[]}]"#;
+        assert_eq!(entity_hierarchy(diamond, 64), Ok(()));
+    }
+}
