@@ -332,6 +332,14 @@ impl Bundle {
             ));
         }
         for (name, text) in &schema_files {
+            if let Err((off, message)) = crate::guard::cedar(text, true) {
+                problems.push(BundleProblem::at(
+                    ProblemKind::Limit,
+                    Location::at_offset(name, text, off),
+                    message,
+                ));
+                continue;
+            }
             match SchemaFragment::from_cedarschema_str(text) {
                 Ok((f, _warnings)) => fragments.push(f),
                 Err(e) => problems.push(diagnostic_problem(ProblemKind::Schema, name, text, &e)),
@@ -375,6 +383,16 @@ impl Bundle {
             ));
         }
         for (name, text) in &policy_files {
+            // Text too deep for Cedar's recursion is refused before it
+            // reaches Cedar (crate::guard::cedar).
+            if let Err((off, message)) = crate::guard::cedar(text, false) {
+                problems.push(BundleProblem::at(
+                    ProblemKind::Limit,
+                    Location::at_offset(name, text, off),
+                    message,
+                ));
+                continue;
+            }
             let set = match PolicySet::from_str(text) {
                 Ok(s) => s,
                 Err(e) => {

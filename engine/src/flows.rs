@@ -645,6 +645,12 @@ impl crate::Bundle {
         if let Some(w) = crate::transfer::staleness(&self.manifest, &self.adequacy, today) {
             warnings.push(w);
         }
+        if self.cases.is_empty() && self.manifest.controls.values().any(|e| !e.cases.is_empty()) {
+            warnings.push(
+                "the bundle has no case files: the cases the control map cites cannot be shown"
+                    .into(),
+            );
+        }
         if let Some(r) = cases
             && r.failed > 0
         {

@@ -364,3 +364,172 @@ mod hierarchy_tests {
         assert_eq!(entity_hierarchy(diamond, 64), Ok(()));
     }
 }
+
+/// Deepest nesting of brackets in a policy or schema file.
+pub const MAX_CEDAR_NESTING: usize = 32;
+/// Largest estimated expression depth of one policy (see [`cedar`]).
+pub const MAX_CEDAR_DEPTH: usize = 320;
+
+/// Policy or schema text that Cedar could not parse, validate or evaluate
+/// without running out of stack: Cedar's parser, typechecker and evaluator
+/// recurse once per level of the expression tree, and the guest has a
+/// stack of 1 MiB (natively, 200 000 nested parentheses abort the process;
+/// in the guest 200 already trap). Checked lexically before Cedar sees the
+/// text: brackets (`(`, `[`, `{`, and `<` in schemas) nest at most
+/// [`MAX_CEDAR_NESTING`] deep, and a policy's estimated tree depth (the
+/// operators on each bracket level along the deepest path, a chain of
+/// `&&` or `.` being as deep as it is long, plus ten per bracket for the
+/// grammar's levels) stays under [`MAX_CEDAR_DEPTH`]. Answers the byte
+/// offset of the first excess and what it is.
+pub fn cedar(text: &str, schema: bool) -> Result<(), (usize, String)> {
+    let bytes = text.as_bytes();
+    // Operators counted on each open bracket level (level 0: outside).
+    let mut levels: Vec<usize> = vec![0];
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        let next = bytes.get(i + 1).copied();
+        match b {
+            b'/' if next == Some(b'/') => {
+                while bytes.get(i).is_some_and(|c| *c != b'\n') {
+                    i += 1;
+                }
+                continue;
+            }
+            b'"' => {
+                i += 1;
+                while let Some(&c) = bytes.get(i) {
+                    match c {
+                        b'\\' => i += 2,
+                        b'"' => break,
+                        _ => i += 1,
+                    }
+                }
+            }
+            b'(' | b'[' | b'{' => levels.push(0),
+            b'<' if schema => levels.push(0),
+            b')' | b']' | b'}' => {
+                if levels.len() > 1 {
+                    levels.pop();
+                }
+            }
+            b'>' if schema => {
+                if levels.len() > 1 {
+                    levels.pop();
+                }
+            }
+            b',' => {
+                // Elements of a list or record are separate subtrees.
+                if let Some(l) = levels.last_mut() {
+                    *l = 0;
+                }
+            }
+            b';' if levels.len() == 1 => {
+                if let Some(l) = levels.first_mut() {
+                    *l = 0;
+                }
+            }
+            c if c.is_ascii_alphanumeric() || c == b'_' => {
+                let start = i;
+                while bytes
+                    .get(i)
+                    .is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'_')
+                {
+                    i += 1;
+                }
+                let word = text.get(start..i).unwrap_or("");
+                if !schema && ["in", "has", "like", "is", "if", "then", "else"].contains(&word) {
+                    if let Some(l) = levels.last_mut() {
+                        *l += 1;
+                    }
+                    check_depth(&levels, start)?;
+                }
+                continue;
+            }
+            _ if !schema => {
+                let op = match (b, next) {
+                    (b'&', Some(b'&')) | (b'|', Some(b'|')) | (b'=', Some(b'=')) => 2,
+                    (b'!', Some(b'=')) | (b'<', Some(b'=')) | (b'>', Some(b'=')) => 2,
+                    (b'<' | b'>' | b'+' | b'-' | b'*' | b'.' | b'!', _) => 1,
+                    _ => 0,
+                };
+                if op > 0 {
+                    if let Some(l) = levels.last_mut() {
+                        *l += 1;
+                    }
+                    check_depth(&levels, i)?;
+                    i += op;
+                    continue;
+                }
+            }
+            _ => {}
+        }
+        if levels.len() - 1 > MAX_CEDAR_NESTING {
+            return Err((
+                i,
+                format!("brackets nest deeper than the limit of {MAX_CEDAR_NESTING} levels"),
+            ));
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
+/// The estimated expression depth along the open brackets (see [`cedar`]).
+fn check_depth(levels: &[usize], at: usize) -> Result<(), (usize, String)> {
+    let depth: usize = levels.iter().sum::<usize>() + 10 * levels.len().saturating_sub(1);
+    if depth > MAX_CEDAR_DEPTH {
+        return Err((
+            at,
+            format!(
+                "the expression here is too deep to evaluate safely (an estimated {depth} levels, over the limit of {MAX_CEDAR_DEPTH}): split the condition into several policies or shorter chains"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod cedar_tests {
+    use super::*;
+
+    fn policy(body: &str) -> String {
+        format!("@id(\"x\")\npermit (principal, action, resource) when {{ {body} }};\n")
+    }
+
+    #[test]
+    fn ordinary_policies_pass() {
+        for p in [
+            "context.lockout.account_ip.stage == \"challenge\" || context.lockout.account.stage == \"throttle\"",
+            "principal in Crm::Role::\"admin\" && context.token.scopes.contains(\"full\") && resource.console",
+            "if context has ip then context.ip.isInRange(ip(\"10.0.0.0/8\")) else false",
+            "[\"a\", \"b\", \"c\"].contains(context.module)",
+        ] {
+            assert_eq!(cedar(&policy(p), false), Ok(()), "{p}");
+        }
+        // A long list is wide, not deep.
+        let list: Vec<String> = (0..5000).map(|i| format!("context.x{i}.y")).collect();
+        assert_eq!(cedar(&policy(&format!("[{}].isEmpty()", list.join(", "))), false), Ok(()));
+        // Strings and comments are not code.
+        let s = format!("// {}\ncontext.module == \"{}\"", "((((".repeat(100), "&&&&((((".repeat(100));
+        assert_eq!(cedar(&policy(&s), false), Ok(()));
+    }
+
+    #[test]
+    fn deep_shapes_are_refused_with_their_offset() {
+        let n = 200_000;
+        for body in [
+            format!("{}true{}", "(".repeat(n), ")".repeat(n)),
+            format!("{}]{}", "[".repeat(n), "] == []".repeat(1)),
+            vec!["true"; 2000].join(" && "),
+            format!("context{} == 1", ".x".repeat(2000)),
+            format!("{}true{}", "if true then ".repeat(2000), " else false".repeat(2000)),
+            format!("{} == 1", vec!["1"; 2000].join(" + ")),
+        ] {
+            let e = cedar(&policy(&body), false);
+            assert!(e.as_ref().is_err_and(|(off, _)| *off > 0), "{}", &body[..40]);
+        }
+        let deep_type = format!("entity E = {{ a: {}Long{} }};", "Set<".repeat(100), ">".repeat(100));
+        assert!(cedar(&deep_type, true).is_err());
+        assert_eq!(cedar("entity E = { a: Set<Set<Long>> };", true), Ok(()));
+    }
+}

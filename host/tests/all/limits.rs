@@ -391,3 +391,48 @@ fn control_characters_never_reach_a_line_of_output_raw() {
         assert!(msg.contains("x\\r\\nforged") && !msg.contains('\r'), "{msg}");
     }
 }
+
+#[test]
+fn policy_text_too_deep_for_cedar_is_refused_not_overflowed() {
+    // Natively 2 000 nested parentheses abort the process (a stack
+    // overflow in Cedar's parser) and in the guest 200 trap; with
+    // crate::guard::cedar both are a refusal naming the limit and the line.
+    let shapes = [
+        format!("{}true{}", "(".repeat(200_000), ")".repeat(200_000)),
+        format!("{}true{}", "(".repeat(200), ")".repeat(200)),
+        vec!["true"; 20_000].join(" && "),
+        format!("context{} == 1", ".x".repeat(20_000)),
+        format!("{} == 1", vec!["1"; 500].join(" + ")),
+    ];
+    for body in &shapes {
+        let mut files = crate::default_files();
+        files.push((
+            "deep.cedar".into(),
+            format!("@id(\"deep\")\npermit (principal, action, resource)\nwhen {{ {body} }};\n"),
+        ));
+        let p = Bundle::load(&files).err().unwrap_or_default();
+        assert!(
+            p.iter().any(|p| p.kind == ProblemKind::Limit
+                && p.location.as_ref().is_some_and(|l| l.file == "deep.cedar" && l.line == 3)),
+            "{:?}",
+            p.first()
+        );
+        let mut g = guest();
+        match g.load(files) {
+            Err(LoadError::Refused(p)) => assert!(p.iter().any(|p| p.kind == ProblemKind::Limit)),
+            other => panic!("expected a refusal naming the limit, got {other:?}"),
+        }
+    }
+    // A deep type in a schema is refused the same way.
+    let mut files = crate::default_files();
+    files.push((
+        "deep.cedarschema".into(),
+        format!(
+            "namespace Crm {{ entity Deep = {{ a: {}Long{} }}; }}",
+            "Set<".repeat(5000),
+            ">".repeat(5000)
+        ),
+    ));
+    let p = Bundle::load(&files).err().unwrap_or_default();
+    assert!(p.iter().any(|p| p.kind == ProblemKind::Limit), "{:?}", p.first());
+}
