@@ -224,7 +224,7 @@ test-playground: playground
 # Runs grow a working corpus in fuzz/work/corpus/<target>; fuzz/work is not
 # committed. A crash leaves its input in fuzz/artifacts/<target>/ and fails
 # the run; each one found became a case or a unit test (FUZZING.md).
-FUZZ_TARGETS := request bundle dlp jwt packed
+FUZZ_TARGETS := request bundle dlp jwt packed signature audit
 FUZZ_SECONDS ?= 600
 FUZZ_SMOKE_SECONDS ?= 20
 CARGO_FUZZ_VERSION := 0.13.2
@@ -248,11 +248,12 @@ fuzz-build: $(CARGO_FUZZ)
 fuzz-seeds:
 	$(CARGO) run --release -p portcullis-engine --example fuzz_seeds -- policies fuzz/work/seeds
 
-# One target (T) for SECS seconds: the seeds are read, new inputs go to
+# One target (T) for SECS seconds: the seeds and the committed regression
+# inputs (fuzz/regressions/<target>: every crash found) are read, new inputs go to
 # fuzz/work/corpus/<target>; the log is fuzz/work/<target>.log.
 fuzz-run: $(CARGO_FUZZ)
 	mkdir -p fuzz/work/corpus/$(T)
-	cd fuzz && { $(CARGO_FUZZ) fuzz run $(FUZZ_BUILD_FLAGS) $(T) work/corpus/$(T) work/seeds/$(T) -- \
+	cd fuzz && { $(CARGO_FUZZ) fuzz run $(FUZZ_BUILD_FLAGS) $(T) work/corpus/$(T) work/seeds/$(T) $$(test -d regressions/$(T) && echo regressions/$(T)) -- \
 		$(FUZZ_RUN_FLAGS) -max_total_time=$(SECS) > work/$(T).log 2>&1; status=$$?; \
 		grep -E '^(#[0-9]+ +DONE|stat::number_of_executed_units|stat::peak_rss_mb|SUMMARY|==[0-9]+==ERROR)' work/$(T).log; \
 		echo "fuzz $(T): exit $$status after $(SECS) s"; exit $$status; }

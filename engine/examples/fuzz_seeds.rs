@@ -1,6 +1,6 @@
 //! Seed corpora for the fuzz targets (fuzz/), generated from a bundle and
 //! its cases: `fuzz_seeds BUNDLE_DIR OUT_DIR` writes OUT_DIR/<target>/<name>
-//! for the targets request, bundle, dlp, jwt and packed (`make fuzz-seeds`).
+//! for the targets request, bundle, dlp, jwt, packed, signature and audit (`make fuzz-seeds`).
 //! Names are content digests, so regenerating is idempotent.
 
 use base64::Engine as _;
@@ -167,7 +167,9 @@ fn main() -> Result<(), String> {
             SLOTS.iter().position(|s| s == name)
         };
         if let Some(slot) = slot {
+            // Whole load, and the file through its own parser alone.
             out.with_mode("bundle", slot as u8, text.as_bytes())?;
+            out.with_mode("bundle", slot as u8 | 0x80, text.as_bytes())?;
         }
     }
     for extra in [
@@ -176,6 +178,7 @@ fn main() -> Result<(), String> {
         "@id(\"x.3\")\n@outcome(\"redact\")\npermit (principal is Crm::User, action in [Crm::Action::\"read\", Crm::Action::\"export\"], resource is Crm::Record) unless { context.record has owner && context.record.owner like \"005*\" };\n",
     ] {
         out.with_mode("bundle", 6, extra.as_bytes())?;
+        out.with_mode("bundle", 6 | 0x80, extra.as_bytes())?;
     }
 
     // dlp: modes 0 scan+redact, 1 decide text, 2 decide bytes or chunks,
@@ -195,11 +198,11 @@ fn main() -> Result<(), String> {
     // jwt: mode 0 the token; mode 1 its claim set (signed by the target).
     for t in &tokens {
         out.with_mode("jwt", 0, t.as_bytes())?;
-        if let Some(claims) = t
-            .split('.')
-            .nth(1)
-            .and_then(|c| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(c).ok())
-        {
+        if let Some(claims) = t.split('.').nth(1).and_then(|c| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(c)
+                .ok()
+        }) {
             out.with_mode("jwt", 1, &claims)?;
         }
     }
@@ -222,9 +225,49 @@ fn main() -> Result<(), String> {
         })
         .collect();
     let b = Bundle::load(&small).map_err(|p| format!("bundle refused: {p:?}"))?;
-    let packed = serde_json::to_string(&Packed::new(b.info(), small))
-        .map_err(|e| e.to_string())?;
+    let packed = serde_json::to_string(&Packed::new(b.info(), small)).map_err(|e| e.to_string())?;
     out.seed_upto("packed", packed.as_bytes(), 256 * 1024)?;
+
+    // signature: mode 0 a `bundle.sig` document (well formed, not genuine),
+    // mode 1 a content hash to sign, mode 2 bytes XORed into the genuine one.
+    let hash = b.info().hash.clone();
+    out.with_mode(
+        "signature",
+        0,
+        serde_json::json!({"alg": "ed25519", "key_id": "0123456789abcdef", "signature": base64::engine::general_purpose::STANDARD.encode([7u8; 64])})
+            .to_string()
+            .as_bytes(),
+    )?;
+    out.with_mode("signature", 1, hash.as_bytes())?;
+    out.with_mode("signature", 2, &[0u8; 64])?;
+    out.with_mode("signature", 2, &[1u8])?;
+
+    // audit: mode 0 a whole log in the chain's line format (head, body,
+    // prev, then the SHA-256 of the line before its hash member); mode 1
+    // (position, byte) edits of the target's genuine log.
+    let mut log = String::new();
+    let mut prev = "0".repeat(64);
+    for (seq, body) in [
+        (
+            1,
+            r#""kind":"decision","request":"ab12","principal":"User::\"h:1f2e\"","action":"login","outcome":"deny","policies":["lockout.deny"],"reasons":["no-permit"],"pathway":"authentic""#,
+        ),
+        (
+            2,
+            r#""kind":"swap","result":"accepted","from":"aa","to":"bb""#,
+        ),
+    ] {
+        let unhashed = format!(
+            r#"{{"seq":{seq},"time":"2026-11-22T10:00:0{seq}.000Z",{body},"prev":"{prev}"}}"#
+        );
+        let h = hex::encode(Sha256::digest(unhashed.as_bytes()));
+        log.push_str(&unhashed[..unhashed.len() - 1]);
+        log.push_str(&format!(r#","hash":"{h}"}}"#));
+        log.push('\n');
+        prev = h;
+    }
+    out.with_mode("audit", 0, log.as_bytes())?;
+    out.with_mode("audit", 1, &[10, 0, b'X', 200, 0, b'"'])?;
 
     eprintln!("wrote {} new seeds under {out_dir}", out.written);
     Ok(())

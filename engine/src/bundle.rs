@@ -628,6 +628,14 @@ impl Bundle {
         // Cases.
         let mut cases = Vec::new();
         for (name, text) in &case_files {
+            if let Err((off, message)) = crate::guard::yaml(text) {
+                problems.push(BundleProblem::at(
+                    ProblemKind::Limit,
+                    Location::at_offset(name, text, off),
+                    message,
+                ));
+                continue;
+            }
             match CaseFile::parse(name, text) {
                 Ok(c) => cases.push(c),
                 Err(p) => problems.push(p),

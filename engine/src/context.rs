@@ -366,7 +366,11 @@ impl Needs {
     pub fn paths(&self) -> Vec<String> {
         fn walk(n: &Needs, at: &str, out: &mut Vec<String>) {
             if n.all {
-                out.push(if at.is_empty() { "*".into() } else { at.to_string() });
+                out.push(if at.is_empty() {
+                    "*".into()
+                } else {
+                    at.to_string()
+                });
                 return;
             }
             for (k, child) in &n.children {

@@ -368,7 +368,12 @@ impl Bundle {
         self.decide_inner(req, rec, store)
     }
 
-    fn decide_inner(&self, req: &Request, request_text: Rec<'_>, store: &mut dyn Store) -> Decision {
+    fn decide_inner(
+        &self,
+        req: &Request,
+        request_text: Rec<'_>,
+        store: &mut dyn Store,
+    ) -> Decision {
         let now = match &req.now {
             Some(t) => match timefmt::parse_now(t) {
                 Ok(n) => n,
@@ -515,10 +520,9 @@ impl Bundle {
             Ok(Some((parts, _))) if self.manifest.dlp.enabled => {
                 facts.dlp = Some(match parts.as_slice() {
                     [one] => crate::dlp::scan(&self.manifest.dlp, one),
-                    _ => crate::dlp::scan_chunks(
-                        &self.manifest.dlp,
-                        parts.iter().map(Vec::as_slice),
-                    ),
+                    _ => {
+                        crate::dlp::scan_chunks(&self.manifest.dlp, parts.iter().map(Vec::as_slice))
+                    }
                 })
             }
             Ok(_) => {}
@@ -897,7 +901,12 @@ impl Bundle {
         let d = facts.dlp.as_ref()?;
         let body = self.body_bytes(req).ok().flatten()?;
         let out = crate::dlp::redact(&self.manifest.dlp, &body, &d.findings);
-        if req.body_parts().ok().flatten().is_some_and(|(_, text)| text) {
+        if req
+            .body_parts()
+            .ok()
+            .flatten()
+            .is_some_and(|(_, text)| text)
+        {
             Some(String::from_utf8_lossy(&out).into_owned())
         } else {
             Some(base64::engine::general_purpose::STANDARD.encode(out))
@@ -1225,26 +1234,26 @@ impl Bundle {
             AuditRecord::omitted(outcome)
         } else {
             AuditRecord {
-            time: timefmt::format(facts.now),
-            request_digest: request_text.digest(),
-            principal: q.principal.to_string(),
-            action: q.action.to_string(),
-            resource: q.resource.to_string(),
-            event: req.event.map(|e| e.as_str().to_string()),
-            outcome,
-            policies: policies.clone(),
-            reasons: reasons.clone(),
-            pathway: facts.pathway.as_str().to_string(),
-            facts: facts.audit_json(),
-            bundle: format!(
-                "{}@{}#{}",
-                self.info.name,
-                self.info.version,
-                self.info.hash.get(..16).unwrap_or("")
-            ),
-            engine: crate::ENGINE_VERSION.to_string(),
-            error: error.as_ref().map(|e| format!("{}: {}", e.kind, e.message)),
-        }
+                time: timefmt::format(facts.now),
+                request_digest: request_text.digest(),
+                principal: q.principal.to_string(),
+                action: q.action.to_string(),
+                resource: q.resource.to_string(),
+                event: req.event.map(|e| e.as_str().to_string()),
+                outcome,
+                policies: policies.clone(),
+                reasons: reasons.clone(),
+                pathway: facts.pathway.as_str().to_string(),
+                facts: facts.audit_json(),
+                bundle: format!(
+                    "{}@{}#{}",
+                    self.info.name,
+                    self.info.version,
+                    self.info.hash.get(..16).unwrap_or("")
+                ),
+                engine: crate::ENGINE_VERSION.to_string(),
+                error: error.as_ref().map(|e| format!("{}: {}", e.kind, e.message)),
+            }
         };
         let pathway = facts.pathway.as_str();
         let stage = facts.leading().stage;

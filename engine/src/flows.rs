@@ -130,6 +130,14 @@ pub struct Inventory {
 impl Inventory {
     /// Parse the inventory; the message of a malformed file names its line.
     pub fn parse(file: &str, text: &str) -> Result<Inventory, BundleProblem> {
+        // The same bound on flow-collection nesting as case files.
+        if let Err((off, message)) = crate::guard::yaml(text) {
+            return Err(BundleProblem::at(
+                ProblemKind::Limit,
+                Location::at_offset(file, text, off),
+                message,
+            ));
+        }
         let raw: RawInventory = serde_norway::from_str(text).map_err(|e| {
             let loc = match e.location() {
                 Some(l) => Location::at_line(file, text, l.line() as u32, l.column() as u32),
@@ -975,6 +983,13 @@ mod tests {
         assert!(manifest("adequacy_review_after = \"2027-02-30\"\n").is_err());
         assert!(manifest("adequacy_max_age = \"soon\"\n").is_err());
         Ok(())
+    }
+
+    #[test]
+    fn deeply_nested_yaml_is_refused_before_parsing() {
+        let deep = format!("flows: {}{}\n", "[".repeat(200), "]".repeat(200));
+        let e = Inventory::parse("flows.yaml", &deep).err();
+        assert_eq!(e.map(|e| e.kind), Some(ProblemKind::Limit));
     }
 
     #[test]

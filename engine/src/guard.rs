@@ -53,9 +53,7 @@ pub fn check(text: &str, max_depth: usize) -> Result<(), Problem> {
                 if stack.len() >= max_depth {
                     return Err(Problem {
                         path: outer_path(&stack),
-                        message: format!(
-                            "JSON nests deeper than the limit of {max_depth} levels"
-                        ),
+                        message: format!("JSON nests deeper than the limit of {max_depth} levels"),
                         limit: true,
                     });
                 }
@@ -203,7 +201,10 @@ mod tests {
             Ok(())
         );
         // Strings holding braces, quotes and colons are skipped whole.
-        assert_eq!(check(r#"{"a": "{\"a\": 1, \"a\": 2}", "b": ":"}"#, 64), Ok(()));
+        assert_eq!(
+            check(r#"{"a": "{\"a\": 1, \"a\": 2}", "b": ":"}"#, 64),
+            Ok(())
+        );
     }
 
     #[test]
@@ -244,8 +245,7 @@ pub fn entity_hierarchy(text: &str, max_depth: usize) -> Result<(), Problem> {
             v.get("id")?.as_str()?.to_string(),
         ))
     }
-    let Ok(serde_json::Value::Array(list)) = serde_json::from_str::<serde_json::Value>(text)
-    else {
+    let Ok(serde_json::Value::Array(list)) = serde_json::from_str::<serde_json::Value>(text) else {
         return Ok(());
     };
     let mut parents: HashMap<(String, String), Vec<(String, String)>> = HashMap::new();
@@ -302,7 +302,12 @@ pub fn entity_hierarchy(text: &str, max_depth: usize) -> Result<(), Problem> {
                 }
                 continue;
             }
-            let d = 1 + ps.iter().filter_map(|p| depth.get(p)).max().copied().unwrap_or(0);
+            let d = 1 + ps
+                .iter()
+                .filter_map(|p| depth.get(p))
+                .max()
+                .copied()
+                .unwrap_or(0);
             if d > max_depth {
                 return Err(Problem {
                     path: name(node),
@@ -354,7 +359,8 @@ mod hierarchy_tests {
     fn cycles_are_named() {
         let e = entity_hierarchy(&chain(3, true), 64).err();
         assert!(e.is_some_and(|e| e.message.contains("cycle")));
-        let selfloop = r#"[{"uid":{"type":"G","id":"a"},"attrs":{},"parents":[{"type":"G","id":"a"}]}]"#;
+        let selfloop =
+            r#"[{"uid":{"type":"G","id":"a"},"attrs":{},"parents":[{"type":"G","id":"a"}]}]"#;
         assert!(entity_hierarchy(selfloop, 64).is_err());
         // A diamond is not a cycle.
         let diamond = r#"[{"uid":{"type":"G","id":"a"},"attrs":{},"parents":[{"type":"G","id":"b"},{"type":"G","id":"c"}]},
@@ -508,9 +514,16 @@ mod cedar_tests {
         }
         // A long list is wide, not deep.
         let list: Vec<String> = (0..5000).map(|i| format!("context.x{i}.y")).collect();
-        assert_eq!(cedar(&policy(&format!("[{}].isEmpty()", list.join(", "))), false), Ok(()));
+        assert_eq!(
+            cedar(&policy(&format!("[{}].isEmpty()", list.join(", "))), false),
+            Ok(())
+        );
         // Strings and comments are not code.
-        let s = format!("// {}\ncontext.module == \"{}\"", "((((".repeat(100), "&&&&((((".repeat(100));
+        let s = format!(
+            "// {}\ncontext.module == \"{}\"",
+            "((((".repeat(100),
+            "&&&&((((".repeat(100)
+        );
         assert_eq!(cedar(&policy(&s), false), Ok(()));
     }
 
@@ -522,14 +535,119 @@ mod cedar_tests {
             format!("{}]{}", "[".repeat(n), "] == []".repeat(1)),
             vec!["true"; 2000].join(" && "),
             format!("context{} == 1", ".x".repeat(2000)),
-            format!("{}true{}", "if true then ".repeat(2000), " else false".repeat(2000)),
+            format!(
+                "{}true{}",
+                "if true then ".repeat(2000),
+                " else false".repeat(2000)
+            ),
             format!("{} == 1", vec!["1"; 2000].join(" + ")),
         ] {
             let e = cedar(&policy(&body), false);
-            assert!(e.as_ref().is_err_and(|(off, _)| *off > 0), "{}", &body[..40]);
+            assert!(
+                e.as_ref().is_err_and(|(off, _)| *off > 0),
+                "{}",
+                &body[..40]
+            );
         }
-        let deep_type = format!("entity E = {{ a: {}Long{} }};", "Set<".repeat(100), ">".repeat(100));
+        let deep_type = format!(
+            "entity E = {{ a: {}Long{} }};",
+            "Set<".repeat(100),
+            ">".repeat(100)
+        );
         assert!(cedar(&deep_type, true).is_err());
         assert_eq!(cedar("entity E = { a: Set<Set<Long>> };", true), Ok(()));
+    }
+}
+
+/// Deepest flow nesting (`[` and `{`) in a YAML case file.
+pub const MAX_YAML_NESTING: usize = 64;
+
+/// YAML flow collections nested too deep: the YAML parser's work grows with
+/// the square of the nesting (200 KB of `[` took 21 s natively, and timed
+/// out in the guest). Brackets inside quoted scalars and comments do not
+/// count. Answers the byte offset of the first excess.
+pub fn yaml(text: &str) -> Result<(), (usize, String)> {
+    let bytes = text.as_bytes();
+    let mut depth = 0usize;
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        let prev = if i == 0 {
+            b'\n'
+        } else {
+            bytes.get(i - 1).copied().unwrap_or(b'\n')
+        };
+        // Where a quoted scalar or a comment may begin.
+        let boundary =
+            prev.is_ascii_whitespace() || matches!(prev, b'[' | b'{' | b',' | b':' | b'-');
+        match b {
+            b'#' if prev.is_ascii_whitespace() => {
+                while bytes.get(i).is_some_and(|c| *c != b'\n') {
+                    i += 1;
+                }
+                continue;
+            }
+            b'\'' if boundary => {
+                i += 1;
+                while let Some(&c) = bytes.get(i) {
+                    if c == b'\'' {
+                        if bytes.get(i + 1) == Some(&b'\'') {
+                            i += 2;
+                            continue;
+                        }
+                        break;
+                    }
+                    i += 1;
+                }
+            }
+            b'"' if boundary => {
+                i += 1;
+                while let Some(&c) = bytes.get(i) {
+                    match c {
+                        b'\\' => i += 2,
+                        b'"' => break,
+                        _ => i += 1,
+                    }
+                }
+            }
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_YAML_NESTING {
+                    return Err((
+                        i,
+                        format!(
+                            "flow collections nest deeper than the limit of {MAX_YAML_NESTING} levels"
+                        ),
+                    ));
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod yaml_tests {
+    use super::*;
+
+    #[test]
+    fn deep_flow_yaml_is_refused_and_quoted_brackets_are_not_counted() {
+        let deep = format!(
+            "cases:\n  - name: a\n    request: {}{}\n",
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        assert!(yaml(&deep).is_err_and(|(off, _)| off > 20));
+        let quoted = format!(
+            "cases:\n  - name: \"it's [ok\" # a comment [[[[\n    request: '{}'\n    other: \"{}\"\n",
+            "[".repeat(500),
+            "{".repeat(500)
+        );
+        assert_eq!(yaml(&quoted), Ok(()));
+        let ok =
+            "cases:\n  - name: the victim's address\n    request: {context: {fields: [a, b]}}\n";
+        assert_eq!(yaml(ok), Ok(()));
     }
 }

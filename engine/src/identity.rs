@@ -160,7 +160,9 @@ mod tests {
     #[test]
     fn look_alikes_from_another_script_are_refused() {
         // Cyrillic а (U+0430) among Latin letters.
-        let e = check_account("\u{0430}lice@example.com").err().unwrap_or_default();
+        let e = check_account("\u{0430}lice@example.com")
+            .err()
+            .unwrap_or_default();
         assert!(e.contains("Cyrillic") && e.contains("Latin"), "{e}");
         // Greek ο in the domain label.
         assert!(check_account("alice@ex\u{03BF}mple.com").is_err());

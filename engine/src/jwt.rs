@@ -309,7 +309,10 @@ pub fn verify_key(
     token: &str,
     keys: &[Verifier],
     expect: &Expect<'_>,
-) -> (Option<String>, Result<serde_json::Map<String, Value>, Failure>) {
+) -> (
+    Option<String>,
+    Result<serde_json::Map<String, Value>, Failure>,
+) {
     let mut signed_by = None;
     let result = check(token, keys, expect, &mut signed_by);
     (signed_by, result)

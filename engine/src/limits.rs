@@ -26,6 +26,13 @@ pub const MAX_ENTITY_DEPTH: usize = 64;
 /// one fails as `oversized` without being decoded.
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 
+/// Deepest bracket nesting in a policy or schema file, and the largest
+/// estimated expression depth of one policy (`crate::guard::cedar`).
+pub use crate::guard::{MAX_CEDAR_DEPTH, MAX_CEDAR_NESTING};
+
+/// Deepest flow nesting in a YAML case file (`crate::guard::yaml`).
+pub use crate::guard::MAX_YAML_NESTING;
+
 /// Most entries in `context.forwarded_for`.
 pub use crate::network::MAX_FORWARDED_HOPS;
 

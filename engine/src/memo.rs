@@ -134,17 +134,23 @@ mod tests {
     #[test]
     fn what_policies_read_of_the_context() {
         assert_eq!(
-            needs(r#"permit (principal, action, resource) when { context.lockout.ip.stage == "x" && context has ip };"#),
+            needs(
+                r#"permit (principal, action, resource) when { context.lockout.ip.stage == "x" && context has ip };"#
+            ),
             ["ip", "lockout.ip.stage"]
         );
         // A record read whole keeps all of it; a path under it adds nothing.
         assert_eq!(
-            needs(r#"permit (principal, action, resource) when { context.mtls == {"verified": true, "san": ""} && context.mtls.san == "" };"#),
+            needs(
+                r#"permit (principal, action, resource) when { context.mtls == {"verified": true, "san": ""} && context.mtls.san == "" };"#
+            ),
             ["mtls"]
         );
         // `has` on a nested record names the child.
         assert_eq!(
-            needs(r#"permit (principal, action, resource) when { context.record has synthetic && context.record.synthetic };"#),
+            needs(
+                r#"permit (principal, action, resource) when { context.record has synthetic && context.record.synthetic };"#
+            ),
             ["record.synthetic"]
         );
         // Any other use of `context` needs all of it.
@@ -152,6 +158,9 @@ mod tests {
             needs(r#"permit (principal, action, resource) when { context == {} };"#),
             ["*"]
         );
-        assert_eq!(needs(r#"permit (principal, action, resource);"#), Vec::<String>::new());
+        assert_eq!(
+            needs(r#"permit (principal, action, resource);"#),
+            Vec::<String>::new()
+        );
     }
 }

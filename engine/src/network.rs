@@ -74,7 +74,9 @@ impl Cidr {
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.addr, canonical(ip)) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(net) & mask == u32::from(ip) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
@@ -188,7 +190,11 @@ pub fn resolve(
     })?;
     let peer_ip = canonical(peer_ip);
     let is_trusted = |ip: IpAddr| trusted.iter().any(|c| c.contains(ip));
-    let Some(header) = ctx.forwarded_for.as_deref().filter(|h| !h.trim().is_empty()) else {
+    let Some(header) = ctx
+        .forwarded_for
+        .as_deref()
+        .filter(|h| !h.trim().is_empty())
+    else {
         return Ok(Client {
             ip: Some(peer_ip.to_string()),
             source: Source::Peer,
@@ -268,7 +274,10 @@ mod tests {
 
     #[test]
     fn an_untrusted_peer_cannot_choose_its_address() {
-        let c = resolve(&trusted(), &ctx(Some("198.51.100.66"), Some("10.9.9.9, 203.0.113.7")));
+        let c = resolve(
+            &trusted(),
+            &ctx(Some("198.51.100.66"), Some("10.9.9.9, 203.0.113.7")),
+        );
         assert_eq!(
             c.map(|c| (c.ip, c.source, c.forwarded_ignored)),
             Ok((Some("198.51.100.66".into()), Source::Peer, true))
@@ -280,22 +289,37 @@ mod tests {
         let t = trusted();
         // client → proxy 10.1.1.1 → proxy 10.2.2.2 (the peer)
         assert_eq!(
-            ip(resolve(&t, &ctx(Some("10.2.2.2"), Some("203.0.113.7, 10.1.1.1")))),
+            ip(resolve(
+                &t,
+                &ctx(Some("10.2.2.2"), Some("203.0.113.7, 10.1.1.1"))
+            )),
             Some("203.0.113.7".into())
         );
         // A spoofed left-most entry is not believed.
         assert_eq!(
-            ip(resolve(&t, &ctx(Some("10.2.2.2"), Some("1.2.3.4, 203.0.113.7")))),
+            ip(resolve(
+                &t,
+                &ctx(Some("10.2.2.2"), Some("1.2.3.4, 203.0.113.7"))
+            )),
             Some("203.0.113.7".into())
         );
         // Every hop trusted: the left-most.
         assert_eq!(
-            ip(resolve(&t, &ctx(Some("10.2.2.2"), Some("10.3.3.3,10.1.1.1")))),
+            ip(resolve(
+                &t,
+                &ctx(Some("10.2.2.2"), Some("10.3.3.3,10.1.1.1"))
+            )),
             Some("10.3.3.3".into())
         );
         // Ports and brackets, IPv4-mapped peers.
         assert_eq!(
-            ip(resolve(&t, &ctx(Some("::ffff:10.2.2.2"), Some("[2001:db9::1]:443, 192.0.2.10:80")))),
+            ip(resolve(
+                &t,
+                &ctx(
+                    Some("::ffff:10.2.2.2"),
+                    Some("[2001:db9::1]:443, 192.0.2.10:80")
+                )
+            )),
             Some("2001:db9::1".into())
         );
     }
@@ -325,9 +349,14 @@ mod tests {
     #[test]
     fn cidr_ranges_parse_and_match() {
         let c = Cidr::parse("10.0.0.0/8").ok();
-        assert!(c.is_some_and(|c| c.contains("10.255.0.1".parse().unwrap_or(IpAddr::V4(0.into())))));
+        assert!(
+            c.is_some_and(|c| c.contains("10.255.0.1".parse().unwrap_or(IpAddr::V4(0.into()))))
+        );
         assert!(Cidr::parse("10.0.0.0/33").is_err());
         assert!(Cidr::parse("nope").is_err());
-        assert!(Cidr::parse("0.0.0.0/0").is_ok_and(|c| c.contains("8.8.8.8".parse().unwrap_or(IpAddr::V4(0.into())))));
+        assert!(
+            Cidr::parse("0.0.0.0/0")
+                .is_ok_and(|c| c.contains("8.8.8.8".parse().unwrap_or(IpAddr::V4(0.into()))))
+        );
     }
 }

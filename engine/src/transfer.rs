@@ -126,8 +126,12 @@ pub fn parse_date(text: &str) -> Option<time::Date> {
     }
     let num = |r: std::ops::Range<usize>| text.get(r).and_then(|s| s.parse::<u16>().ok());
     let month = time::Month::try_from(u8::try_from(num(5..7)?).ok()?).ok()?;
-    time::Date::from_calendar_date(i32::from(num(0..4)?), month, u8::try_from(num(8..10)?).ok()?)
-        .ok()
+    time::Date::from_calendar_date(
+        i32::from(num(0..4)?),
+        month,
+        u8::try_from(num(8..10)?).ok()?,
+    )
+    .ok()
 }
 
 /// Is the adequacy data due for review on `today` (YYYY-MM-DD)? The
@@ -158,7 +162,9 @@ pub fn staleness(manifest: &Manifest, adequacy: &Adequacy, today: &str) -> Optio
         }
     }
     if adequacy.as_of.is_empty() {
-        return Some(format!("the bundle has no {ADEQUACY_FILE}: every transfer out of the EEA lacks adequacy"));
+        return Some(format!(
+            "the bundle has no {ADEQUACY_FILE}: every transfer out of the EEA lacks adequacy"
+        ));
     }
     (!why.is_empty()).then(|| {
         format!(

@@ -21,7 +21,11 @@ fn read_dir(root: &Path, dir: &Path, out: &mut Vec<(String, String)>) {
         } else if ["toml", "cedarschema", "cedar", "json", "yaml", "yml"]
             .contains(&p.extension().and_then(|e| e.to_str()).unwrap_or(""))
         {
-            let rel = p.strip_prefix(root).unwrap().to_string_lossy().replace('\\', "/");
+            let rel = p
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .replace('\\', "/");
             out.push((rel, std::fs::read_to_string(&p).unwrap()));
         }
     }
@@ -135,8 +139,7 @@ fn audit_records_only_when_asked() {
         assert_eq!(refused.audit.request_digest.is_empty(), allowed);
         if !allowed {
             assert_eq!(
-                refused.audit.request_digest,
-                full.audit.request_digest,
+                refused.audit.request_digest, full.audit.request_digest,
                 "the digest is over the request's JSON form either way"
             );
         }

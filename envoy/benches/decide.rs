@@ -91,6 +91,44 @@ fn decide(c: &mut Criterion) {
         })
     });
     g.finish();
+
+    // The 4 KB POST of `make bench-envoy` (no findings): DLP scan and the
+    // `api` rate bucket (memory store here).
+    let mut records = Vec::new();
+    let mut i = 0;
+    while serde_json::to_string(&records).unwrap().len() < 4000 {
+        records.push(serde_json::json!({"Id": format!("001000000000{i:03}AAA"),
+            "Name": format!("Acme Widgets {i}"), "Industry": "Manufacturing",
+            "Rating": "Warm", "Description": "Quarterly order of gaskets and fittings, net 30"}));
+        i += 1;
+    }
+    let body = serde_json::to_string(&records).unwrap();
+    let post: Vec<(String, Vec<u8>)> = [
+        (":method", "POST"),
+        (":path", "/api/export"),
+        ("x-portcullis-principal", "User:alice@example.com"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+    .collect();
+    let mut export = mapping::map(&config, &post, &peer).unwrap().request;
+    mapping::add_body(&mut export, body.as_bytes());
+    let mut g = c.benchmark_group("envoy-export-4k");
+    g.bench_function("dlp-scan-only", |x| {
+        x.iter(|| {
+            black_box(portcullis_engine::dlp::scan(
+                &b.manifest().dlp,
+                black_box(body.as_bytes()),
+            ))
+        })
+    });
+    g.bench_function("decide (fresh bucket each time)", |x| {
+        x.iter(|| {
+            let mut fresh = MemoryStore::new();
+            black_box(b.decide_with(black_box(&export), &mut fresh, Audit::None))
+        })
+    });
+    g.finish();
 }
 
 criterion_group! {

@@ -145,11 +145,7 @@ pub fn map(
         },
     };
 
-    let mut context = config
-        .route_context
-        .get(index)
-        .cloned()
-        .unwrap_or_default();
+    let mut context = config.route_context.get(index).cloned().unwrap_or_default();
     // Paths the filter does not set directly go through the context's JSON
     // form, after the direct ones (settings order, like the direct ones).
     let mut other: Vec<(&[String], Value)> = Vec::new();
@@ -437,7 +433,8 @@ mod tests {
         assert_eq!(doc(&m.request)["context"]["ip"], "198.51.100.9");
         let m = map(&c, &hs, &peer("192.0.2.1:1")).unwrap();
         assert_eq!(
-            doc(&m.request)["context"]["ip"], "192.0.2.1",
+            doc(&m.request)["context"]["ip"],
+            "192.0.2.1",
             "an untrusted peer's header is ignored"
         );
     }
@@ -465,7 +462,10 @@ mod tests {
             doc(&m.request)["principal"],
             json!({"type": "Service", "id": "etl"})
         );
-        assert_eq!(doc(&m.request)["context"]["fields"], json!(["Name", "SSN__c"]));
+        assert_eq!(
+            doc(&m.request)["context"]["fields"],
+            json!(["Name", "SSN__c"])
+        );
         assert_eq!(
             doc(&m.request)["context"]["mtls"],
             json!({"verified": true, "san": "spiffe://crm/etl"})

@@ -423,13 +423,12 @@ impl Settings {
         let mut route_context = Vec::new();
         for (i, r) in routes.iter().enumerate() {
             route_context.push(
-                serde_json::from_value::<RequestContext>(Value::Object(r.context.clone())).map_err(
-                    |e| {
+                serde_json::from_value::<RequestContext>(Value::Object(r.context.clone()))
+                    .map_err(|e| {
                         ConfigError::Config(format!(
                             "settings.routes[{i}].context does not fit the request contract: {e}"
                         ))
-                    },
-                )?,
+                    })?,
             );
         }
         if self.principal_header.is_empty() {

@@ -75,7 +75,9 @@ pub fn finish<S: SharedData>(
         && let Some(m) = mapped
     {
         let mut memory = MemoryStore::new();
-        let _ = loaded.bundle.decide_with(&m.request, &mut memory, Audit::None);
+        let _ = loaded
+            .bundle
+            .decide_with(&m.request, &mut memory, Audit::None);
     }
     Action::Continue
 }

@@ -546,8 +546,10 @@ fn dlp_bodies(envoy: &Envoy, echo: &Echo) {
     let mut records = Vec::new();
     let mut i = 0;
     while serde_json::to_string(&records).unwrap().len() < 3900 {
-        records.push(json!({"Id": format!("001000000000{i:03}AAA"), "Name": format!("Acme {i}"),
-                            "Description": "Quarterly order of gaskets and fittings"}));
+        records.push(
+            json!({"Id": format!("001000000000{i:03}AAA"), "Name": format!("Acme {i}"),
+                            "Description": "Quarterly order of gaskets and fittings"}),
+        );
         i += 1;
     }
     records.push(json!({"Id": "001000000000999AAA", "Name": "Card on file",
@@ -567,7 +569,11 @@ fn dlp_bodies(envoy: &Envoy, echo: &Echo) {
     .unwrap();
     let d = r.decision().unwrap();
     assert_eq!(
-        (r.status, d["outcome"].as_str(), d["findings"][0]["kind"].as_str()),
+        (
+            r.status,
+            d["outcome"].as_str(),
+            d["findings"][0]["kind"].as_str()
+        ),
         (200, Some("redact"), Some("card")),
         "{d}"
     );
@@ -602,10 +608,7 @@ fn dlp_bodies(envoy: &Envoy, echo: &Echo) {
         (403, json!(["dlp.body.model-weights"]), json!("deny")),
         "{d}"
     );
-    assert_eq!(
-        d["findings"][0]["kind"], "model_weights.safetensors",
-        "{d}"
-    );
+    assert_eq!(d["findings"][0]["kind"], "model_weights.safetensors", "{d}");
     assert_eq!(
         echo.hits.load(Ordering::Relaxed),
         hits,
@@ -971,12 +974,23 @@ fn lockout_hammer_is_exact() {
         .flat_map(|t| t.join().unwrap())
         .collect();
     let took = t0.elapsed();
-    assert!(faults.is_empty(), "{} fault(s): {:?}", faults.len(), &faults[..faults.len().min(5)]);
+    assert!(
+        faults.is_empty(),
+        "{} fault(s): {:?}",
+        faults.len(),
+        &faults[..faults.len().min(5)]
+    );
     let probe = event.replace(r#","event":"auth_failure""#, "");
-    let d = request(envoy.port, "POST", "/probe", &[(REQUEST_HEADER, &b64(&probe))], b"")
-        .unwrap()
-        .decision()
-        .unwrap();
+    let d = request(
+        envoy.port,
+        "POST",
+        "/probe",
+        &[(REQUEST_HEADER, &b64(&probe))],
+        b"",
+    )
+    .unwrap()
+    .decision()
+    .unwrap();
     assert_eq!(
         d["audit"]["facts"]["lockout"]["account"]["failures"].as_u64(),
         Some((CONNECTIONS * EACH) as u64),
@@ -993,7 +1007,10 @@ fn lockout_hammer_is_exact() {
                 .unwrap_or(0)
         })
         .collect();
-    assert!(workers.iter().all(|c| *c > 0), "both workers served: {workers:?}");
+    assert!(
+        workers.iter().all(|c| *c > 0),
+        "both workers served: {workers:?}"
+    );
     eprintln!(
         "hammer: {} failures from {CONNECTIONS} parallel connections counted exactly in {:.1}s; connections per worker {workers:?}",
         CONNECTIONS * EACH,
@@ -1018,11 +1035,9 @@ fn mtls_end_to_end() {
         ("sync", "spiffe://crm/sync"),
         ("intruder", "spiffe://crm/intruder"),
     ]);
-    let configuration = resource::plugin_configuration(
-        &pack(policy_files()),
-        Some(&example_settings(true)),
-    )
-    .unwrap();
+    let configuration =
+        resource::plugin_configuration(&pack(policy_files()), Some(&example_settings(true)))
+            .unwrap();
     let echo = Echo::start();
     let mut opts = EnvoyOptions::new(2, echo.port, configuration);
     opts.template = "envoy-e2e-mtls.yaml";
@@ -1040,7 +1055,10 @@ fn mtls_end_to_end() {
         "{d}"
     );
     assert!(
-        d["audit"]["principal"].as_str().unwrap().contains("Crm::Service::\"etl\""),
+        d["audit"]["principal"]
+            .as_str()
+            .unwrap()
+            .contains("Crm::Service::\"etl\""),
         "{d}"
     );
     assert_eq!(echo.hits.load(Ordering::Relaxed), hits + 1);
@@ -1162,11 +1180,20 @@ fn crashed_vm_is_reloaded() {
     for _ in 0..3 {
         decide(&req(true));
     }
-    assert_eq!(echo.hits.load(Ordering::Relaxed), passed.load(Ordering::Relaxed));
+    assert_eq!(
+        echo.hits.load(Ordering::Relaxed),
+        passed.load(Ordering::Relaxed)
+    );
     let mut recoveries = Vec::new();
     for crash in 0..3 {
         let hits = echo.hits.load(Ordering::Relaxed);
-        let r = request(port, "GET", "/x", &[(portcullis_envoy::CRASH_HEADER, "1")], b"");
+        let r = request(
+            port,
+            "GET",
+            "/x",
+            &[(portcullis_envoy::CRASH_HEADER, "1")],
+            b"",
+        );
         if let Ok(r) = &r {
             assert!(
                 r.status >= 500 && r.decision().is_none(),

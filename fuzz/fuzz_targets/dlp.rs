@@ -33,7 +33,10 @@ fuzz_target!(|data: &[u8]| {
             for f in &r.findings {
                 assert!(f.offset >= last, "findings out of order");
                 last = f.offset;
-                assert!(f.length > 0 && f.offset + f.length <= body.len(), "finding outside the body: {f:?}");
+                assert!(
+                    f.length > 0 && f.offset + f.length <= body.len(),
+                    "finding outside the body: {f:?}"
+                );
                 assert!(f.confidence <= 100);
             }
             let out = dlp::redact(cfg, body, &r.findings);
@@ -81,7 +84,11 @@ fuzz_target!(|data: &[u8]| {
             if let Some(red) = &d.redacted_body {
                 assert_eq!(d.outcome, portcullis_engine::Outcome::Redact);
                 if mode % 5 == 2 && body.len() % 2 == 0 {
-                    assert!(base64::engine::general_purpose::STANDARD.decode(red).is_ok());
+                    assert!(
+                        base64::engine::general_purpose::STANDARD
+                            .decode(red)
+                            .is_ok()
+                    );
                 }
             }
         }

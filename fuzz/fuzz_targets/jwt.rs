@@ -12,8 +12,8 @@
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use libfuzzer_sys::fuzz_target;
-use portcullis_engine::jwt::{self, Expect, Verifier};
 use portcullis_engine::MemoryStore;
+use portcullis_engine::jwt::{self, Expect, Verifier};
 use portcullis_fuzz::{check_decision, default_bundle};
 use serde_json::Value;
 use std::sync::OnceLock;
@@ -26,7 +26,10 @@ fn keys() -> &'static (Vec<Verifier>, Vec<Verifier>) {
     KEYS.get_or_init(|| {
         let m = default_bundle().manifest();
         let all = |ks: &[jwt::TrustedKey]| -> Vec<Verifier> {
-            ks.iter().filter_map(|k| k.verifiers().ok()).flatten().collect()
+            ks.iter()
+                .filter_map(|k| k.verifiers().ok())
+                .flatten()
+                .collect()
         };
         (all(&m.synthetic.issuers), all(&m.oauth.issuers))
     })
@@ -55,7 +58,10 @@ fn claims_hold(got: &serde_json::Map<String, Value>, expect: &Expect<'_>) {
         "an expired token verified"
     );
     if let Some(nbf) = got.get("nbf").and_then(Value::as_i64) {
-        assert!(nbf.saturating_sub(expect.leeway) <= expect.now, "a not-yet-valid token verified");
+        assert!(
+            nbf.saturating_sub(expect.leeway) <= expect.now,
+            "a not-yet-valid token verified"
+        );
     }
     if let Some(want) = expect.audience {
         let aud_ok = match got.get("aud") {
@@ -91,7 +97,10 @@ fuzz_target!(|data: &[u8]| {
     if mode % 2 == 0 {
         let token = String::from_utf8_lossy(rest);
         let syn = jwt::verify(&token, synthetic, &expect_syn);
-        let acc = jwt::verify(&token, oauth, &expect_oauth);
+        // As presented: the engine takes an access token with or without
+        // its `Bearer ` prefix (oauth::derive).
+        let bare = token.strip_prefix("Bearer ").unwrap_or(&token).trim();
+        let acc = jwt::verify(bare, oauth, &expect_oauth);
         // A token that verifies (a seed is a real one) obeys the claim rules.
         if let Ok(claims) = &syn {
             claims_hold(claims, &expect_syn);
@@ -106,12 +115,22 @@ fuzz_target!(|data: &[u8]| {
         );
         check_decision(&d);
         if syn.is_err() {
-            assert_eq!(d.pathway, "authentic", "an unverified claim took the synthetic pathway");
+            assert_eq!(
+                d.pathway, "authentic",
+                "an unverified claim took the synthetic pathway"
+            );
         }
-        let d = bundle.decide(&request(serde_json::json!({"token": token})), &mut MemoryStore::new());
+        let d = bundle.decide(
+            &request(serde_json::json!({"token": token})),
+            &mut MemoryStore::new(),
+        );
         check_decision(&d);
         if acc.is_err() {
-            assert!(!d.allowed, "an unverifiable access token was allowed: {:?}", d.reasons);
+            assert!(
+                !d.allowed,
+                "an unverifiable access token was allowed: {:?}",
+                d.reasons
+            );
         }
         return;
     }

@@ -7,6 +7,20 @@
 //! the outcome, a decision that does not serialise, a raw control
 //! character in the decision text.
 
+// The host's audit-log writer and verifier and its bundle signing, from
+// their own source files: the `audit` and `signature` targets fuzz exactly
+// the code `portcullis audit verify` and the signed hot swap run, without
+// building the rest of the host (wasmtime) under the sanitizer.
+#[path = "../../host/src/audit.rs"]
+#[allow(dead_code)]
+pub mod audit;
+#[path = "../../host/src/bundle_dir.rs"]
+#[allow(dead_code)]
+pub mod bundle_dir;
+#[path = "../../host/src/signing.rs"]
+#[allow(dead_code)]
+pub mod signing;
+
 use portcullis_engine::{Bundle, Decision, Outcome};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;

@@ -137,7 +137,7 @@ pub fn now_and_today(now: Option<&str>) -> Result<(String, String)> {
             .with_context(|| format!("`--now {s}` is not an RFC 3339 time"))?,
     }
     .replace_nanosecond(0)
-    .unwrap_or_else(|_| time::OffsetDateTime::UNIX_EPOCH)
+    .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
     .to_offset(time::UtcOffset::UTC);
     let rfc = t.format(&Rfc3339).context("cannot format the time")?;
     let today = rfc.get(..10).unwrap_or("").to_string();
@@ -472,10 +472,10 @@ pub fn html(r: &FlowReport) -> String {
         esc(&r.bundle),
         esc(&r.version)
     );
-    let _ = write!(
+    let _ = writeln!(
         o,
         "<h1>Data flows and controls</h1><p class=\"meta\">Bundle <b>{}</b> {} \
-         (hash <code>{}</code>), checked for {}. Adequacy data as of <b>{}</b>: {}</p>\n",
+         (hash <code>{}</code>), checked for {}. Adequacy data as of <b>{}</b>: {}</p>",
         esc(&r.bundle),
         esc(&r.version),
         esc(r.hash.get(..16).unwrap_or("")),
@@ -491,12 +491,12 @@ pub fn html(r: &FlowReport) -> String {
         );
     }
     let s = &r.summary;
-    let _ = write!(
+    let _ = writeln!(
         o,
         "<div class=\"summary\" id=\"summary\"><div><b>{}</b>flows</div><div><b>{}</b>allowed</div>\
          <div><b>{}</b>denied</div><div><b>{}</b>without a legal basis</div>\
          <div><b>{}</b>with fields dropped</div><div><b>{}</b>measures evidenced</div>\
-         <div><b>{}</b>measures without evidence</div></div>\n",
+         <div><b>{}</b>measures without evidence</div></div>",
         s.flows,
         s.allowed,
         s.denied,

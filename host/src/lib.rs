@@ -18,12 +18,12 @@ mod bindings {
 
 pub mod audit;
 pub mod bundle_dir;
-pub mod redis_store;
-pub mod serve;
-pub mod signing;
 pub mod notify;
-pub mod shadow;
+pub mod redis_store;
 mod runtime;
+pub mod serve;
+pub mod shadow;
+pub mod signing;
 
 pub use runtime::{GuestInstance, GuestRuntime, LoadError, RuntimeOptions};
 

@@ -33,6 +33,10 @@ REQUEST FORMAT (JSON, the same in every host):
   The body may also be \"body_base64\" (bytes) or \"body_chunks\" (a streamed body: a list
   of text strings or {\"base64\": ...}); DLP scans it and findings reach context.dlp.
   An observed event is the same shape with \"event\": \"auth_failure\" or \"auth_success\".
+  Behind proxies, give \"peer\" (the connection's address) and \"forwarded_for\" (the
+  X-Forwarded-For header) instead of \"ip\": the engine believes only hops written by the
+  manifest's [network] trusted_proxies. A key may appear once in an object; JSON nests
+  at most 64 levels; a request is at most 4 MiB (README.md \"Limits\").
   A webhook delivery: principal {\"type\": \"EventSource\", \"id\": SOURCE}, action \"deliver\",
   \"context\": {\"webhook\": {\"kind\": \"outbound_message|platform_event|cdc\", \"signature\": \"sha256=<hex>\"}},
   and the raw delivery as \"body\" (README.md \"Webhook deliveries\").

@@ -6,6 +6,7 @@ use crate::bindings::exports::portcullis::engine::engine as wit;
 use crate::bindings::portcullis::engine::store as wit_store;
 use anyhow::{Context, Result, anyhow};
 use portcullis_engine::error::ProblemKind;
+use portcullis_engine::limits::{MAX_BUNDLE_BYTES, MAX_REQUEST_BYTES};
 use portcullis_engine::{
     BundleInfo, BundleProblem, Decision, Location, Store as EngineStore, Write,
 };
@@ -14,7 +15,6 @@ use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use portcullis_engine::limits::{MAX_BUNDLE_BYTES, MAX_REQUEST_BYTES};
 use std::time::{Duration, Instant};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
@@ -315,22 +315,23 @@ impl wit_store::Host for HostState {
                 expected_version: w.expected_version,
             })
             .collect();
-        self.guarded("write", |s| s.compare_and_set(&writes)).map(|rs| {
-            rs.into_iter()
-                .map(|r| match r {
-                    portcullis_engine::WriteResult::Written(v) => {
-                        wit_store::WriteResult::Written(v)
-                    }
-                    portcullis_engine::WriteResult::Conflict(e) => {
-                        wit_store::WriteResult::Conflict(wit_store::Entry {
-                            key: e.key,
-                            value: e.value,
-                            version: e.version,
-                        })
-                    }
-                })
-                .collect()
-        })
+        self.guarded("write", |s| s.compare_and_set(&writes))
+            .map(|rs| {
+                rs.into_iter()
+                    .map(|r| match r {
+                        portcullis_engine::WriteResult::Written(v) => {
+                            wit_store::WriteResult::Written(v)
+                        }
+                        portcullis_engine::WriteResult::Conflict(e) => {
+                            wit_store::WriteResult::Conflict(wit_store::Entry {
+                                key: e.key,
+                                value: e.value,
+                                version: e.version,
+                            })
+                        }
+                    })
+                    .collect()
+            })
     }
 }
 
@@ -501,10 +502,7 @@ impl GuestInstance {
         }
         match self.call(|g, s| g.portcullis_engine_engine().call_decide_batch(s, requests)) {
             Ok(d) => d,
-            Err(e) => requests
-                .iter()
-                .map(|r| self.trap_decision(&e, r))
-                .collect(),
+            Err(e) => requests.iter().map(|r| self.trap_decision(&e, r)).collect(),
         }
     }
 

@@ -71,11 +71,21 @@ pub fn request(
         head.push_str(&format!("{n}: {v}\r\n"));
     }
     head.push_str("\r\n");
-    stream.write_all(head.as_bytes())?;
-    stream.write_all(body)?;
-    stream.flush()?;
-    read_response(stream)
-        .with_context(|| format!("bad answer from `{authority}` to {method} {path}"))
+    // A server may answer (401, 413) before reading the whole body and
+    // close: read its answer even when sending failed.
+    let sent = stream
+        .write_all(head.as_bytes())
+        .and_then(|()| stream.write_all(body))
+        .and_then(|()| stream.flush());
+    match (read_response(stream), sent) {
+        (Ok(r), _) => Ok(r),
+        (Err(_), Err(e)) => {
+            Err(e).with_context(|| format!("cannot send {method} {path} to `{authority}`"))
+        }
+        (Err(e), Ok(())) => {
+            Err(e).with_context(|| format!("bad answer from `{authority}` to {method} {path}"))
+        }
+    }
 }
 
 fn read_response(stream: TcpStream) -> Result<Response> {

@@ -550,6 +550,7 @@ impl App {
             }
             None => Worker::build(&generation, &self.runtime, &self.store).ok(),
         };
+        let ready = usize::from(first.is_some());
         let from = {
             let Ok(mut h) = self.history.write() else {
                 return;
@@ -558,6 +559,9 @@ impl App {
             if old.is_some() {
                 h.previous = old.clone();
             }
+            // Under the same lock: calls that took an instance read the
+            // generation only after an idle one holds the new bundle.
+            self.pool.prepare(first.into_iter().collect());
             old
         };
         self.metrics.swap(result);
@@ -589,8 +593,6 @@ impl App {
             );
             let _ = out.flush();
         }
-        let ready = usize::from(first.is_some());
-        self.pool.prepare(first.into_iter().collect());
         for _ in ready..self.pool.size() {
             match Worker::build(&generation, &self.runtime, &self.store) {
                 Ok(w) => self.pool.prepare(vec![w]),
@@ -812,7 +814,7 @@ async fn read_body(body: Body, limit: usize) -> Result<String, Response> {
 /// instance and one bundle generation; count, audit, mark degraded.
 async fn decide_all(app: &Arc<App>, requests: Vec<String>) -> Result<Vec<String>, Response> {
     let started = Instant::now();
-    let Some(generation) = app.current() else {
+    if app.current().is_none() {
         return Err(error(
             StatusCode::SERVICE_UNAVAILABLE,
             "not-ready",
@@ -825,6 +827,23 @@ async fn decide_all(app: &Arc<App>, requests: Vec<String>) -> Result<Vec<String>
         async move {
             let lease = app.pool.acquire().await;
             tokio::task::spawn_blocking(move || {
+                // The generation serving when this call got its instance
+                // (instances are refreshed to the newest one as they are
+                // taken, so this is almost always the one it holds).
+                let Some(generation) = app.current() else {
+                    return requests
+                        .iter()
+                        .map(|r| {
+                            portcullis_engine::Decision::fault(
+                                "no-bundle",
+                                "no bundle is loaded".into(),
+                                None,
+                                r.as_str(),
+                            )
+                            .to_json()
+                        })
+                        .collect();
+                };
                 let out = decide_on(&app, lease, &generation, requests);
                 app.metrics.duration(started.elapsed().as_secs_f64());
                 out

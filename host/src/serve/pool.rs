@@ -77,6 +77,11 @@ impl Worker {
         store: &StoreFactory,
     ) -> Result<&mut GuestInstance> {
         if self.generation != generation.id {
+            tracing::debug!(
+                from = self.generation,
+                to = generation.id,
+                "reloading a pool instance on the request path"
+            );
             self.generation = 0;
             let first = load(&mut self.instance, generation);
             if let Err(e) = first {
@@ -151,6 +156,9 @@ pub struct Pool {
 pub struct Lease {
     pool: Arc<Pool>,
     worker: Option<Worker>,
+    /// A stale instance this lease's worker replaced, dropped with the
+    /// lease (on the blocking thread that used it, not the async one).
+    replaced: Option<Worker>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -166,11 +174,13 @@ impl Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         if let Some(mut w) = self.worker.take() {
-            self.pool.refresh(&mut w);
+            let stale = self.pool.refresh(&mut w);
             if let Ok(mut idle) = self.pool.idle.lock() {
                 idle.push_back(w);
             }
+            drop(stale);
         }
+        drop(self.replaced.take());
     }
 }
 
@@ -212,17 +222,27 @@ impl Pool {
             .acquire_owned()
             .await
             .map_err(|_| anyhow!("the pool is closed"))?;
-        let worker = self
-            .idle
-            .lock()
-            .map_err(|_| anyhow!("pool lock poisoned"))?
-            .pop_front();
+        // The idle instance with the newest bundle (the first of them):
+        // a stale one is taken only when no up-to-date one is idle.
+        let worker = {
+            let mut idle = self
+                .idle
+                .lock()
+                .map_err(|_| anyhow!("pool lock poisoned"))?;
+            let newest = idle.iter().map(|w| w.generation).max().unwrap_or(0);
+            let at = idle
+                .iter()
+                .position(|w| w.generation == newest)
+                .unwrap_or(0);
+            idle.remove(at)
+        };
         match worker {
             Some(mut w) => {
-                self.refresh(&mut w);
+                let replaced = self.refresh(&mut w);
                 Ok(Lease {
                     pool: self.clone(),
                     worker: Some(w),
+                    replaced,
                     _permit: permit,
                 })
             }
@@ -236,27 +256,34 @@ impl Pool {
     /// stale instances now, and busy ones when they come back. Instances
     /// prepared for an older generation are dropped.
     pub fn prepare(&self, workers: Vec<Worker>) {
-        let Ok(mut prepared) = self.prepared.lock() else {
-            return;
-        };
-        let newest = workers.iter().map(|w| w.generation).max().unwrap_or(0);
-        prepared.retain(|w| w.generation >= newest);
-        prepared.extend(workers);
-        if let Ok(mut idle) = self.idle.lock() {
-            for w in idle.iter_mut() {
-                if let Some(i) = prepared.iter().position(|p| p.generation > w.generation) {
-                    *w = prepared.swap_remove(i);
+        // Replaced instances are dropped after the locks are released.
+        let mut old = Vec::new();
+        {
+            let Ok(mut prepared) = self.prepared.lock() else {
+                return;
+            };
+            let newest = workers.iter().map(|w| w.generation).max().unwrap_or(0);
+            let (keep, stale): (Vec<Worker>, Vec<Worker>) =
+                prepared.drain(..).partition(|w| w.generation >= newest);
+            *prepared = keep;
+            old.extend(stale);
+            prepared.extend(workers);
+            if let Ok(mut idle) = self.idle.lock() {
+                for w in idle.iter_mut() {
+                    if let Some(i) = prepared.iter().position(|p| p.generation > w.generation) {
+                        old.push(std::mem::replace(w, prepared.swap_remove(i)));
+                    }
                 }
             }
         }
+        drop(old);
     }
 
-    /// Swap a stale worker for a prepared newer one, if there is one.
-    fn refresh(&self, w: &mut Worker) {
-        if let Ok(mut prepared) = self.prepared.lock()
-            && let Some(i) = prepared.iter().position(|p| p.generation > w.generation)
-        {
-            *w = prepared.swap_remove(i);
-        }
+    /// Swap a stale worker for a prepared newer one, if there is one
+    /// (answers the stale one, to be dropped outside any lock).
+    fn refresh(&self, w: &mut Worker) -> Option<Worker> {
+        let mut prepared = self.prepared.lock().ok()?;
+        let i = prepared.iter().position(|p| p.generation > w.generation)?;
+        Some(std::mem::replace(w, prepared.swap_remove(i)))
     }
 }

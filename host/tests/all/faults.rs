@@ -145,12 +145,27 @@ fn a_store_that_errors_denies_naming_the_store_and_the_next_decision_is_right() 
     store.set(Mode::ReadError);
     let d = decision(&g.decide(&failure()));
     assert_eq!(outcome(&d), ("deny", Some("store")));
-    assert!(d["error"]["message"].as_str().unwrap().contains("store read failed"));
-    assert!(d["error"]["message"].as_str().unwrap().contains("connection refused"));
+    assert!(
+        d["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("store read failed")
+    );
+    assert!(
+        d["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("connection refused")
+    );
     store.set(Mode::WriteError);
     let d = decision(&g.decide(&failure()));
     assert_eq!(outcome(&d), ("deny", Some("store")));
-    assert!(d["error"]["message"].as_str().unwrap().contains("store write failed"));
+    assert!(
+        d["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("store write failed")
+    );
     // Healthy again: only the one failure that was written counts.
     store.set(Mode::Healthy);
     let d = decision(&g.decide(LOGIN));
@@ -235,7 +250,10 @@ fn a_guest_trap_mid_decision_denies_and_the_next_decision_is_right() {
     let d = decision(&g.decide(&failure()));
     assert_eq!(d["outcome"], "deny");
     assert_eq!(d["allowed"], false);
-    assert!(d["error"]["message"].as_str().unwrap().contains("trapped"), "{d}");
+    assert!(
+        d["error"]["message"].as_str().unwrap().contains("trapped"),
+        "{d}"
+    );
     // Rebuilt with its bundle and state: two failures, then a third.
     store.set(Mode::Healthy);
     let d = decision(&g.decide(LOGIN));
@@ -268,7 +286,10 @@ fn bundle_loads_racing_decisions_swap_whole_or_not_at_all() {
     let g = Arc::new(Mutex::new(instance(rt, &store)));
     let swapped = forbidding_bundle();
     let mut broken = forbidding_bundle();
-    broken.push(("broken.cedar".into(), "permit (principal, action, resource".into()));
+    broken.push((
+        "broken.cedar".into(),
+        "permit (principal, action, resource".into(),
+    ));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let loader = {
         let (g, stop) = (g.clone(), stop.clone());

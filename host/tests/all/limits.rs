@@ -37,7 +37,10 @@ fn both(request: &str) -> [Value; 2] {
 }
 
 fn with_body(len: usize) -> String {
-    LOGIN.replace("\"now\"", &format!("\"body\":\"{}\",\"now\"", "a".repeat(len)))
+    LOGIN.replace(
+        "\"now\"",
+        &format!("\"body\":\"{}\",\"now\"", "a".repeat(len)),
+    )
 }
 
 #[test]
@@ -228,7 +231,10 @@ fn a_hierarchy_at_the_depth_limit_evaluates_through_every_level() {
     let mut g = guest();
     assert!(g.load(files).is_ok());
     let d: Value = serde_json::from_str(&g.decide(DEEP_ADMIN)).unwrap();
-    assert_eq!((d["outcome"].clone(), d["policies"][0].clone()), ("allow".into(), "deep.top".into()));
+    assert_eq!(
+        (d["outcome"].clone(), d["policies"][0].clone()),
+        ("allow".into(), "deep.top".into())
+    );
     // One level short of the top role: no permit.
     let short = chain_bundle(MAX_ENTITY_DEPTH, false)
         .into_iter()
@@ -304,7 +310,9 @@ fn duplicate_keys_in_bundle_json_are_refused_naming_file_and_key() {
     assert!(
         p.iter().any(|p| p.kind == ProblemKind::Entities
             && p.message.contains("duplicate key `console`")
-            && p.location.as_ref().is_some_and(|l| l.file == "entities.json")),
+            && p.location
+                .as_ref()
+                .is_some_and(|l| l.file == "entities.json")),
         "{p:?}"
     );
 }
@@ -342,7 +350,10 @@ fn a_body_over_the_dlp_limit_is_never_allowed_unscanned() {
     // is an allow of a body nobody scanned.
     let files = small_dlp_limit(1024);
     let read = r#"{"principal":{"type":"User","id":"alice@example.com"},"action":"read","resource":{"type":"Record","id":"001000000000001AAA"},"context":{"ip":"203.0.113.7"},"now":"2026-11-22T10:00:00Z"}"#;
-    let big = read.replace("\"now\"", &format!("\"body\":\"{}\",\"now\"", "a".repeat(2048)));
+    let big = read.replace(
+        "\"now\"",
+        &format!("\"body\":\"{}\",\"now\"", "a".repeat(2048)),
+    );
     let small = read.replace("\"now\"", "\"body\":\"hello\",\"now\"");
     let b = Bundle::load(&files).unwrap();
     let mut g = guest();
@@ -388,7 +399,10 @@ fn control_characters_never_reach_a_line_of_output_raw() {
     );
     for d in both(&module) {
         let msg = d["error"]["message"].as_str().unwrap();
-        assert!(msg.contains("x\\r\\nforged") && !msg.contains('\r'), "{msg}");
+        assert!(
+            msg.contains("x\\r\\nforged") && !msg.contains('\r'),
+            "{msg}"
+        );
     }
 }
 
@@ -413,7 +427,9 @@ fn policy_text_too_deep_for_cedar_is_refused_not_overflowed() {
         let p = Bundle::load(&files).err().unwrap_or_default();
         assert!(
             p.iter().any(|p| p.kind == ProblemKind::Limit
-                && p.location.as_ref().is_some_and(|l| l.file == "deep.cedar" && l.line == 3)),
+                && p.location
+                    .as_ref()
+                    .is_some_and(|l| l.file == "deep.cedar" && l.line == 3)),
             "{:?}",
             p.first()
         );
@@ -434,5 +450,39 @@ fn policy_text_too_deep_for_cedar_is_refused_not_overflowed() {
         ),
     ));
     let p = Bundle::load(&files).err().unwrap_or_default();
-    assert!(p.iter().any(|p| p.kind == ProblemKind::Limit), "{:?}", p.first());
+    assert!(
+        p.iter().any(|p| p.kind == ProblemKind::Limit),
+        "{:?}",
+        p.first()
+    );
+}
+
+#[test]
+fn a_case_file_nested_too_deep_is_refused_before_the_yaml_parser() {
+    // 100 000 nested flow sequences: the YAML parser spends its time in the
+    // square of the depth (21 s natively, a deadline trap in the guest);
+    // crate::guard::yaml refuses it at once, naming the limit and the line.
+    let mut files = crate::default_files();
+    files.push((
+        "tests/deep.yaml".into(),
+        format!(
+            "cases:\n  - name: deep\n    request: {}{}\n    expect: {{outcome: allow}}\n",
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        ),
+    ));
+    let p = Bundle::load(&files).err().unwrap_or_default();
+    assert!(
+        p.iter().any(|p| p.kind == ProblemKind::Limit
+            && p.location
+                .as_ref()
+                .is_some_and(|l| l.file == "tests/deep.yaml" && l.line == 3)),
+        "{:?}",
+        p.first()
+    );
+    let mut g = guest();
+    match g.load(files) {
+        Err(LoadError::Refused(p)) => assert!(p.iter().any(|p| p.kind == ProblemKind::Limit)),
+        other => panic!("expected a refusal naming the limit, got {other:?}"),
+    }
 }
