@@ -39,7 +39,7 @@ test: build redis prometheus chromium
 	$(CARGO) test --release --workspace --exclude portcullis-guest
 	$(PORTCULLIS) check policies
 	$(PORTCULLIS) --engine native check policies
-	$(MAKE) test-node test-python test-playground test-prometheus
+	$(MAKE) test-node test-python test-playground test-prometheus test-envoy
 	$(MAKE) fuzz-smoke
 
 lint: guest
@@ -261,8 +261,13 @@ fuzz-run: $(CARGO_FUZZ)
 fuzz-smoke: fuzz-build fuzz-seeds
 	set -e; for t in $(FUZZ_TARGETS); do $(MAKE) --no-print-directory fuzz-run T=$$t SECS=$(FUZZ_SMOKE_SECONDS); done
 
+# The long run: scripts/fuzz_report.py prints (and writes to
+# fuzz/work/report.md) the FUZZING.md table: CPU time, executions, corpus,
+# crashes per target. FUZZ_JOBS=2 runs two targets at once.
+FUZZ_JOBS ?= 1
 fuzz: fuzz-build fuzz-seeds
-	set -e; for t in $(FUZZ_TARGETS); do $(MAKE) --no-print-directory fuzz-run T=$$t SECS=$(FUZZ_SECONDS); done
+	FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_JOBS=$(FUZZ_JOBS) FUZZ_TARGETS="$(FUZZ_TARGETS)" CARGO_FUZZ=$(CARGO_FUZZ) \
+		FUZZ_BUILD_FLAGS="$(FUZZ_BUILD_FLAGS)" FUZZ_RUN_FLAGS="$(FUZZ_RUN_FLAGS)" python3 scripts/fuzz_report.py
 
 # ---------------------------------------------------------------------------
 # Alerting as code (issue 13): rules that keep the synthetic and authentic
