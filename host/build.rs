@@ -31,4 +31,17 @@ fn main() {
         "cargo:rustc-env=PORTCULLIS_GUEST_WASM_PATH={}",
         path.display()
     );
+    // Hashing the 5 MB component at every start cost milliseconds of the
+    // cold start; it is fixed per build.
+    let digest = match std::fs::read(&path) {
+        Ok(bytes) => {
+            use sha2::Digest as _;
+            hex::encode(sha2::Sha256::digest(&bytes))
+        }
+        Err(e) => {
+            eprintln!("error: cannot read the guest component `{}`: {e}", path.display());
+            std::process::exit(1);
+        }
+    };
+    println!("cargo:rustc-env=PORTCULLIS_GUEST_WASM_SHA256={digest}");
 }

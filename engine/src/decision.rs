@@ -705,6 +705,51 @@ impl Bundle {
         let mut pending = vec![true; slots.len()];
         let mut observed: Vec<Observed> = vec![Observed::None; slots.len()];
         for round in 0..=CAS_RETRIES {
+            if round > 0 && store.backoff(round as u32) {
+                // Others are writing the same keys and the store stepped
+                // aside for a while: what the conflict answered is stale
+                // by now, so read the keys still pending again and write
+                // right after computing (a write computed before the wait
+                // would conflict again whenever anyone wrote meanwhile).
+                let stale: Vec<usize> = (0..entries.len())
+                    .filter(|i| pending.get(*i).copied().unwrap_or(false))
+                    .collect();
+                let keys: Vec<String> = stale
+                    .iter()
+                    .filter_map(|i| entries.get(*i).map(|e| e.key.clone()))
+                    .collect();
+                match store.get(&keys) {
+                    Ok(fresh) if fresh.len() == keys.len() => {
+                        for (i, e) in stale.into_iter().zip(fresh) {
+                            if let Some(entry) = entries.get_mut(i) {
+                                *entry = e;
+                            }
+                        }
+                    }
+                    Ok(fresh) => {
+                        return self.store_fault(
+                            req,
+                            &q,
+                            facts,
+                            request_text,
+                            format!(
+                                "store answered {} entries for {} keys",
+                                fresh.len(),
+                                keys.len()
+                            ),
+                        );
+                    }
+                    Err(e) => {
+                        return self.store_fault(
+                            req,
+                            &q,
+                            facts,
+                            request_text,
+                            format!("store read failed: {e}"),
+                        );
+                    }
+                }
+            }
             let mut writes = Vec::new();
             let mut at = Vec::new();
             for (i, ((slot, _), entry)) in slots.iter().zip(&entries).enumerate() {
@@ -740,11 +785,6 @@ impl Bundle {
                         "state kept changing: {CAS_RETRIES} compare-and-set conflicts in a row"
                     ),
                 );
-            }
-            if round > 0 {
-                // Others are writing the same keys: step aside for a while
-                // (the store decides how long) before trying again.
-                store.backoff(round as u32);
             }
             let results = match store.compare_and_set(&writes) {
                 Ok(r) if r.len() == writes.len() => r,

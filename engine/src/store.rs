@@ -47,10 +47,14 @@ pub trait Store {
     fn compare_and_set(&mut self, writes: &[Write]) -> Result<Vec<WriteResult>, String>;
     /// Called before retry `round` (1, 2, …) of writes that conflicted:
     /// a store shared by concurrent writers waits a bounded, randomised
-    /// while here so they stop colliding in lockstep. The default (stores
-    /// without concurrent writers) returns at once.
-    fn backoff(&mut self, round: u32) {
+    /// while here so they stop colliding in lockstep, and answers `true`;
+    /// the engine then reads the pending keys again (what the conflict
+    /// answered is stale after a wait). The default (stores without
+    /// concurrent writers) returns `false` at once: the entries the
+    /// conflict answered are current.
+    fn backoff(&mut self, round: u32) -> bool {
         let _ = round;
+        false
     }
 }
 

@@ -50,6 +50,8 @@ fn with_generated(n: usize) -> Vec<(String, String)> {
 fn decide(c: &mut Criterion) {
     let files = files();
     let bundle = Bundle::load(&files).unwrap_or_else(|p| panic!("{p:?}"));
+    let no_memo = Bundle::load(&files).unwrap_or_else(|p| panic!("{p:?}"));
+    no_memo.set_memo(false);
     let runtime = GuestRuntime::new(RuntimeOptions::default()).unwrap_or_else(|e| panic!("{e:#}"));
     let mut guest = runtime
         .instantiate(Box::new(MemoryStore::new()))
@@ -79,6 +81,12 @@ fn decide(c: &mut Criterion) {
         let mut store = MemoryStore::new();
         g.bench_function("native", |b| {
             b.iter(|| black_box(bundle.decide(black_box(req), &mut store).to_json()))
+        });
+        // Every decision evaluates Cedar (the memory of Cedar's answers off):
+        // what a request never seen before costs.
+        let mut store = MemoryStore::new();
+        g.bench_function("native-no-memo", |b| {
+            b.iter(|| black_box(no_memo.decide(black_box(req), &mut store).to_json()))
         });
         g.bench_function("guest", |b| {
             b.iter(|| black_box(guest.decide(black_box(req))))

@@ -29,3 +29,6 @@ pub use runtime::{GuestInstance, GuestRuntime, LoadError, RuntimeOptions};
 
 /// The guest component embedded at build time.
 pub const GUEST_WASM: &[u8] = include_bytes!(env!("PORTCULLIS_GUEST_WASM_PATH"));
+
+/// SHA-256 of [`GUEST_WASM`] (hex), computed when the host was built.
+pub const GUEST_WASM_SHA256: &str = env!("PORTCULLIS_GUEST_WASM_SHA256");

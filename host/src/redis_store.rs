@@ -717,7 +717,7 @@ impl Store for RedisStore {
 
     /// Writers in other processes collide on the same keys: wait a
     /// randomised 0..=round×100 µs (at most 1 ms) before a retry.
-    fn backoff(&mut self, round: u32) {
+    fn backoff(&mut self, round: u32) -> bool {
         let nanos = Instant::now().elapsed().as_nanos() as u64
             ^ std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -727,6 +727,7 @@ impl Store for RedisStore {
         if cap > 0 {
             std::thread::sleep(Duration::from_micros(nanos % (cap + 1)));
         }
+        cap > 0
     }
 }
 

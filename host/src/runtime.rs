@@ -79,17 +79,23 @@ impl Drop for RuntimeInner {
 impl GuestRuntime {
     /// Compile (or load from the cache) the embedded guest.
     pub fn new(options: RuntimeOptions) -> Result<Self> {
-        Self::with_wasm(crate::GUEST_WASM, options)
+        Self::build(crate::GUEST_WASM, Some(crate::GUEST_WASM_SHA256), options)
     }
 
     /// Compile (or load from the cache) a given guest component.
     pub fn with_wasm(wasm: &[u8], options: RuntimeOptions) -> Result<Self> {
+        Self::build(wasm, None, options)
+    }
+
+    /// `digest`: the component's SHA-256 in hex when already known.
+    fn build(wasm: &[u8], digest: Option<&str>, options: RuntimeOptions) -> Result<Self> {
         let mut config = Config::new();
         config.epoch_interruption(true);
         config.wasm_component_model(true);
         let engine = Engine::new(&config).map_err(|e| anyhow!("cannot start wasmtime: {e}"))?;
 
-        let (component, cached_from) = load_component(&engine, wasm, options.cache_dir.as_deref())?;
+        let (component, cached_from) =
+            load_component(&engine, wasm, digest, options.cache_dir.as_deref())?;
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
@@ -172,6 +178,7 @@ impl GuestRuntime {
 fn load_component(
     engine: &Engine,
     wasm: &[u8],
+    digest: Option<&str>,
     cache: Option<&std::path::Path>,
 ) -> Result<(Component, Option<PathBuf>)> {
     let Some(dir) = cache else {
@@ -183,7 +190,11 @@ fn load_component(
     engine.precompile_compatibility_hash().hash(&mut h);
     let key = format!(
         "{}-{:016x}",
-        hex::encode(Sha256::digest(wasm)).get(..32).unwrap_or(""),
+        digest
+            .map(str::to_string)
+            .unwrap_or_else(|| hex::encode(Sha256::digest(wasm)))
+            .get(..32)
+            .unwrap_or(""),
         h.finish()
     );
     let path = dir.join(format!("portcullis-guest-{key}.cwasm"));
