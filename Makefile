@@ -30,7 +30,8 @@ guest: setup
 # Cedar with their own feature sets (7 minutes twice on 2 cores). This
 # builds the CLI (target/release/portcullis), the Envoy config tool, the
 # examples and every test binary once; `make test` reuses all of it.
-NATIVE := --release --workspace --exclude portcullis-guest
+NATIVE_PKGS := --workspace --exclude portcullis-guest
+NATIVE := --release $(NATIVE_PKGS)
 
 build: guest
 	$(CARGO) test $(NATIVE) --no-run
@@ -75,7 +76,7 @@ redis:
 		{ apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server; }
 
 bench: build
-	$(CARGO) bench -p portcullis --bench decide
+	$(CARGO) bench $(NATIVE_PKGS) --bench decide
 	$(MAKE) bench-dlp
 	$(MAKE) bench-serve
 
@@ -85,8 +86,7 @@ bench: build
 # body natively and in the guest.
 .PHONY: bench-dlp
 bench-dlp: build
-	$(CARGO) bench -p portcullis-engine --bench dlp
-	$(CARGO) bench -p portcullis --bench dlp
+	$(CARGO) bench $(NATIVE_PKGS) --bench dlp
 
 # The decision service under wrk on loopback: c1/c16, pool of 1 vs N, the
 # CLI as baseline, 20 swaps under load with 0 failed requests (issue 8).
