@@ -614,9 +614,34 @@ fn dlp_bodies(envoy: &Envoy, echo: &Echo) {
         hits,
         "the refused body never reached the upstream"
     );
+
+    // A body over the inspection limit (settings `max_body_bytes`, 1 MiB by
+    // default) is refused whole, never decided on a part of it and never
+    // passed to the upstream undecided.
+    let big = vec![b'a'; 1024 * 1024 + 4096];
+    let hits = echo.hits.load(Ordering::Relaxed);
+    let r = request(
+        port,
+        "POST",
+        "/api/export",
+        &[
+            ("x-portcullis-principal", &user),
+            ("content-type", "text/plain"),
+        ],
+        &big,
+    );
+    if let Ok(r) = &r {
+        assert_eq!(r.status, 413, "{}", String::from_utf8_lossy(&r.body));
+    }
+    assert_eq!(
+        echo.hits.load(Ordering::Relaxed),
+        hits,
+        "a body over the limit reached the upstream"
+    );
     eprintln!(
-        "dlp: 4 KB card body redacted ({} bytes), 4 KB safetensors refused",
-        seen.len()
+        "dlp: 4 KB card body redacted ({} bytes), 4 KB safetensors refused, {} byte body refused (413)",
+        seen.len(),
+        big.len()
     );
 }
 
