@@ -39,7 +39,10 @@ fn main() {
             hex::encode(sha2::Sha256::digest(&bytes))
         }
         Err(e) => {
-            eprintln!("error: cannot read the guest component `{}`: {e}", path.display());
+            eprintln!(
+                "error: cannot read the guest component `{}`: {e}",
+                path.display()
+            );
             std::process::exit(1);
         }
     };

@@ -413,11 +413,14 @@ pub fn cedar(text: &str, schema: bool) -> Result<(), (usize, String)> {
             }
             b'(' | b'[' | b'{' => levels.push(0),
             b'<' if schema => levels.push(0),
+            // An unmatched closer at the top level changes nothing.
+            #[allow(clippy::collapsible_match)]
             b')' | b']' | b'}' => {
                 if levels.len() > 1 {
                     levels.pop();
                 }
             }
+            #[allow(clippy::collapsible_match)]
             b'>' if schema => {
                 if levels.len() > 1 {
                     levels.pop();
@@ -532,7 +535,7 @@ mod cedar_tests {
         let n = 200_000;
         for body in [
             format!("{}true{}", "(".repeat(n), ")".repeat(n)),
-            format!("{}]{}", "[".repeat(n), "] == []".repeat(1)),
+            format!("{}]] == []", "[".repeat(n)),
             vec!["true"; 2000].join(" && "),
             format!("context{} == 1", ".x".repeat(2000)),
             format!(

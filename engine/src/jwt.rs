@@ -251,8 +251,11 @@ pub struct Expect<'a> {
 /// Most (key, token) signature results kept per thread.
 const SIGNATURE_CACHE: usize = 4096;
 
+/// Signature results by (key digest, token digest).
+type SignatureCache = std::collections::HashMap<([u8; 32], [u8; 32]), bool>;
+
 thread_local! {
-    static SIGNATURES: std::cell::RefCell<std::collections::HashMap<([u8; 32], [u8; 32]), bool>> =
+    static SIGNATURES: std::cell::RefCell<SignatureCache> =
         std::cell::RefCell::new(std::collections::HashMap::new());
 }
 

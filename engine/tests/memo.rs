@@ -3,6 +3,13 @@
 //! by a host without JSON text (`decide_with`) give the very decisions the
 //! plain path gives, for every case of the default bundle.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    clippy::expect_used,
+    reason = "tests stop at the first broken assumption"
+)]
+
 use portcullis_engine::decision::Audit;
 use portcullis_engine::request::Request;
 use portcullis_engine::{Bundle, MemoryStore};

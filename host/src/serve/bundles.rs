@@ -222,7 +222,7 @@ fn one_line(e: &anyhow::Error) -> String {
     let text = format!("{e:#}");
     let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
     let first = lines.next().unwrap_or("");
-    match lines.last() {
+    match lines.next_back() {
         Some(last) => format!("{first} … {last}"),
         None => first.to_string(),
     }

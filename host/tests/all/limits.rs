@@ -178,9 +178,10 @@ fn a_bundle_over_the_size_limit_is_refused_by_engine_and_host() {
 fn chain_bundle(depth: usize, cycle: bool) -> Vec<(String, String)> {
     let mut files = crate::default_files();
     let mut ents = Vec::new();
-    ents.push(format!(
-        r#"{{"uid":{{"type":"Crm::User","id":"deep@example.com"}},"attrs":{{}},"parents":[{{"type":"Crm::Role","id":"r1"}}]}}"#
-    ));
+    ents.push(
+        r#"{"uid":{"type":"Crm::User","id":"deep@example.com"},"attrs":{},"parents":[{"type":"Crm::Role","id":"r1"}]}"#
+            .to_string(),
+    );
     for i in 1..depth {
         let parent = if i + 1 < depth {
             format!(r#"[{{"type":"Crm::Role","id":"r{}"}}]"#, i + 1)
