@@ -591,30 +591,9 @@ impl Bundle {
         if let Some(p) = &hook {
             names.push(p.key.clone());
         }
-        let mut entries = match store.get(&names) {
-            Ok(e) if e.len() == names.len() => e,
-            Ok(e) => {
-                return self.store_fault(
-                    req,
-                    &q,
-                    facts,
-                    request_text,
-                    format!(
-                        "store answered {} entries for {} keys",
-                        e.len(),
-                        names.len()
-                    ),
-                );
-            }
-            Err(e) => {
-                return self.store_fault(
-                    req,
-                    &q,
-                    facts,
-                    request_text,
-                    format!("store read failed: {e}"),
-                );
-            }
+        let mut entries = match read_all(store, &names) {
+            Ok(e) => e,
+            Err(message) => return self.store_fault(req, &q, facts, request_text, message),
         };
         let delivery_entry = if hook.is_some() { entries.pop() } else { None };
         let jit_entries = entries.split_off(slots.len());
@@ -718,35 +697,16 @@ impl Bundle {
                     .iter()
                     .filter_map(|i| entries.get(*i).map(|e| e.key.clone()))
                     .collect();
-                match store.get(&keys) {
-                    Ok(fresh) if fresh.len() == keys.len() => {
+                match read_all(store, &keys) {
+                    Ok(fresh) => {
                         for (i, e) in stale.into_iter().zip(fresh) {
                             if let Some(entry) = entries.get_mut(i) {
                                 *entry = e;
                             }
                         }
                     }
-                    Ok(fresh) => {
-                        return self.store_fault(
-                            req,
-                            &q,
-                            facts,
-                            request_text,
-                            format!(
-                                "store answered {} entries for {} keys",
-                                fresh.len(),
-                                keys.len()
-                            ),
-                        );
-                    }
-                    Err(e) => {
-                        return self.store_fault(
-                            req,
-                            &q,
-                            facts,
-                            request_text,
-                            format!("store read failed: {e}"),
-                        );
+                    Err(message) => {
+                        return self.store_fault(req, &q, facts, request_text, message);
                     }
                 }
             }
@@ -1404,6 +1364,19 @@ impl Bundle {
         message: String,
     ) -> Decision {
         self.conclude_fault(req, q, &facts, request_text, "store", message, None)
+    }
+}
+
+/// Read `keys`: exactly one entry per key, or the store fault's message.
+fn read_all(store: &mut dyn Store, keys: &[String]) -> Result<Vec<Entry>, String> {
+    match store.get(keys) {
+        Ok(e) if e.len() == keys.len() => Ok(e),
+        Ok(e) => Err(format!(
+            "store answered {} entries for {} keys",
+            e.len(),
+            keys.len()
+        )),
+        Err(e) => Err(format!("store read failed: {e}")),
     }
 }
 
