@@ -7,7 +7,7 @@
 
 SHELL := /bin/bash
 CARGO ?= cargo
-GUEST_WASM := target/wasm32-wasip2/release/portcullis_guest.wasm
+GUEST_WASM := target/wasm32-wasip2/guest/portcullis_guest.wasm
 PORTCULLIS := target/release/portcullis
 
 .PHONY: all setup guest build run test test-rust test-cases lint bench clean
@@ -22,7 +22,7 @@ setup:
 	@rustup target list --installed | grep -q wasm32-wasip2 || rustup target add wasm32-wasip2 wasm32-wasip1
 
 guest: setup
-	$(CARGO) build --release -p portcullis-guest --target wasm32-wasip2
+	$(CARGO) build --profile guest -p portcullis-guest --target wasm32-wasip2
 
 # Every native build is one workspace-wide invocation with the test targets:
 # cargo resolves dependency features per invocation, so `-p portcullis`

@@ -1,6 +1,6 @@
 //! Embeds the guest component in the host binary, so `portcullis` is one
 //! file. The guest is built first (`make guest`, or
-//! `cargo build -p portcullis-guest --target wasm32-wasip2 --release`).
+//! `cargo build --profile guest -p portcullis-guest --target wasm32-wasip2`).
 
 use std::path::PathBuf;
 
@@ -14,14 +14,14 @@ fn main() {
             let target = std::env::var_os("CARGO_TARGET_DIR")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| manifest.join("../target"));
-            target.join("wasm32-wasip2/release/portcullis_guest.wasm")
+            target.join("wasm32-wasip2/guest/portcullis_guest.wasm")
         }
     };
     println!("cargo:rerun-if-changed={}", path.display());
     if !path.is_file() {
         eprintln!(
             "error: the guest component `{}` is missing.\n\
-             Build it first: `make guest` (cargo build -p portcullis-guest --target wasm32-wasip2 --release),\n\
+             Build it first: `make guest` (cargo build --profile guest -p portcullis-guest --target wasm32-wasip2),\n\
              or point PORTCULLIS_GUEST_WASM at a built portcullis_guest.wasm.",
             path.display()
         );

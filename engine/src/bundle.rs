@@ -230,6 +230,8 @@ pub struct Bundle {
     pub(crate) needs_all: crate::context::Needs,
     /// Cedar's answers for requests seen before (see [`crate::memo`]).
     pub(crate) memo: crate::memo::Memo,
+    /// The manifest's trusted proxies, parsed once (checked at load).
+    pub(crate) trusted_proxies: Vec<crate::network::Cidr>,
 }
 
 /// An action and what it applies to.
@@ -693,6 +695,7 @@ impl Bundle {
             return Err(problems);
         }
 
+        let trusted_proxies = manifest.network.validate().unwrap_or_default();
         let mut hasher = Sha256::new();
         let sorted: BTreeMap<&str, &str> = files
             .iter()
@@ -730,6 +733,7 @@ impl Bundle {
             needs,
             needs_all,
             memo: crate::memo::Memo::default(),
+            trusted_proxies,
             inventory,
         };
         let problems = bundle.check_flow_requests();

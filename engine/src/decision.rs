@@ -61,7 +61,7 @@ pub struct AuditRecord {
     /// Pathway taken.
     pub pathway: String,
     /// Counts and statuses that drove the decision.
-    pub facts: serde_json::Value,
+    pub facts: FactsJson,
     /// Bundle name, version and hash.
     pub bundle: String,
     /// Engine version.
@@ -69,6 +69,48 @@ pub struct AuditRecord {
     /// Fault, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// The audit record's facts: a JSON object kept as its text, written once
+/// when the decision is made and copied out as is.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct FactsJson(Box<serde_json::value::RawValue>);
+
+impl FactsJson {
+    /// `null`: a record without facts (omitted, or a fault before any).
+    pub fn null() -> FactsJson {
+        FactsJson(serde_json::value::RawValue::NULL.to_owned())
+    }
+
+    /// Any serialisable value as facts (`null` if it cannot be written).
+    pub fn of(value: &impl Serialize) -> FactsJson {
+        serde_json::value::to_raw_value(value)
+            .map(FactsJson)
+            .unwrap_or_else(|_| FactsJson::null())
+    }
+
+    /// The JSON text.
+    pub fn as_str(&self) -> &str {
+        self.0.get()
+    }
+
+    /// The facts as a JSON value (to look into).
+    pub fn value(&self) -> serde_json::Value {
+        serde_json::from_str(self.0.get()).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// True when there are no facts.
+    pub fn is_null(&self) -> bool {
+        self.0.get().trim() == "null"
+    }
+}
+
+/// Equal when the JSON values are equal (whatever the spacing).
+impl PartialEq for FactsJson {
+    fn eq(&self, other: &FactsJson) -> bool {
+        self.as_str() == other.as_str() || self.value() == other.value()
+    }
 }
 
 /// How a refused client should retry (the pathway's retry policy).
@@ -192,7 +234,7 @@ impl Decision {
                 policies: Vec::new(),
                 reasons: Vec::new(),
                 pathway: Pathway::Authentic.as_str().to_string(),
-                facts: serde_json::Value::Null,
+                facts: FactsJson::null(),
                 bundle: String::new(),
                 engine: crate::ENGINE_VERSION.to_string(),
                 error: Some(format!("{kind}: {message}")),
@@ -252,7 +294,7 @@ impl AuditRecord {
             policies: Vec::new(),
             reasons: Vec::new(),
             pathway: String::new(),
-            facts: serde_json::Value::Null,
+            facts: FactsJson::null(),
             bundle: String::new(),
             engine: crate::ENGINE_VERSION.to_string(),
             error: None,
@@ -390,8 +432,7 @@ impl Bundle {
         // (crate::network); from then on `context.ip` is that address.
         let resolved;
         let req: &Request = if req.context.peer.is_some() || req.context.forwarded_for.is_some() {
-            let trusted = self.manifest.network.validate().unwrap_or_default();
-            match crate::network::resolve(&trusted, &req.context) {
+            match crate::network::resolve(&self.trusted_proxies, &req.context) {
                 Ok(client) => {
                     let mut r = req.clone();
                     r.context.ip = client.ip;

@@ -12,6 +12,7 @@
 //! Not a validator: malformed JSON is left to the parser that follows (it
 //! names the syntax error); this pass only stops at what it understands.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 
 /// Deepest nesting of objects and arrays accepted in a request or a
@@ -31,15 +32,48 @@ pub struct Problem {
     pub limit: bool,
 }
 
-enum Frame {
+enum Frame<'a> {
     Object {
-        keys: HashSet<String>,
+        keys: Keys<'a>,
         /// Path segment of the key whose value is being read.
-        current: Option<String>,
+        current: Option<Cow<'a, str>>,
     },
     Array {
         index: usize,
     },
+}
+
+/// The keys of one object so far: a list while short (most objects have a
+/// handful of keys; no hashing, no allocation per key unless it has an
+/// escape), a hash set past that so a huge object stays linear.
+enum Keys<'a> {
+    Few(Vec<Cow<'a, str>>),
+    Many(HashSet<Cow<'a, str>>),
+}
+
+const FEW_KEYS: usize = 16;
+
+impl<'a> Keys<'a> {
+    fn contains(&self, key: &str) -> bool {
+        match self {
+            Keys::Few(v) => v.iter().any(|k| k == key),
+            Keys::Many(h) => h.contains(key),
+        }
+    }
+
+    fn insert(&mut self, key: Cow<'a, str>) {
+        match self {
+            Keys::Few(v) if v.len() < FEW_KEYS => v.push(key),
+            Keys::Few(v) => {
+                let mut h: HashSet<Cow<'a, str>> = v.drain(..).collect();
+                h.insert(key);
+                *self = Keys::Many(h);
+            }
+            Keys::Many(h) => {
+                h.insert(key);
+            }
+        }
+    }
 }
 
 /// Check `text`: at most `max_depth` levels, no object with a key twice.
@@ -59,7 +93,7 @@ pub fn check(text: &str, max_depth: usize) -> Result<(), Problem> {
                 }
                 stack.push(if b == b'{' {
                     Frame::Object {
-                        keys: HashSet::new(),
+                        keys: Keys::Few(Vec::new()),
                         current: None,
                     }
                 } else {
@@ -87,24 +121,29 @@ pub fn check(text: &str, max_depth: usize) -> Result<(), Problem> {
                     && next_non_space(bytes, end) == Some(b':');
                 if is_key {
                     let raw = text.get(i + 1..end - 1).unwrap_or("");
-                    let key = if escaped {
-                        serde_json::from_str::<String>(text.get(i..end).unwrap_or("\"\""))
-                            .unwrap_or_else(|_| raw.to_string())
+                    let key: Cow<'_, str> = if escaped {
+                        Cow::Owned(
+                            serde_json::from_str::<String>(text.get(i..end).unwrap_or("\"\""))
+                                .unwrap_or_else(|_| raw.to_string()),
+                        )
                     } else {
-                        raw.to_string()
+                        Cow::Borrowed(raw)
                     };
-                    let here = path(&stack);
+                    // The path is built only for the error (it was built
+                    // for every key, most of this pass's cost).
+                    if matches!(stack.last(), Some(Frame::Object { keys, .. }) if keys.contains(&key))
+                    {
+                        return Err(Problem {
+                            path: join(&path(&stack), &key),
+                            message: format!(
+                                "duplicate key `{}`: a key may appear once in an object",
+                                crate::request::truncate(&key)
+                            ),
+                            limit: false,
+                        });
+                    }
                     if let Some(Frame::Object { keys, current }) = stack.last_mut() {
-                        if !keys.insert(key.clone()) {
-                            return Err(Problem {
-                                path: join(&here, &key),
-                                message: format!(
-                                    "duplicate key `{}`: a key may appear once in an object",
-                                    crate::request::truncate(&key)
-                                ),
-                                limit: false,
-                            });
-                        }
+                        keys.insert(key.clone());
                         *current = Some(key);
                     }
                 }
@@ -184,6 +223,26 @@ fn join(path: &str, key: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn duplicates_are_found_past_the_short_key_list() {
+        // More keys than the list holds: the check goes on in a hash set.
+        for dup in [0, super::FEW_KEYS - 1, super::FEW_KEYS, 3 * super::FEW_KEYS] {
+            let mut keys: Vec<String> = (0..4 * super::FEW_KEYS)
+                .map(|i| format!("\"k{i}\": {i}"))
+                .collect();
+            keys.push(format!("\"k{dup}\": 0"));
+            let text = format!("{{\"o\": {{{}}}}}", keys.join(", "));
+            let e = check(&text, 64).err();
+            assert_eq!(
+                e.map(|e| e.path),
+                Some(format!("o.k{dup}")),
+                "duplicate k{dup}"
+            );
+            keys.pop();
+            assert_eq!(check(&format!("{{{}}}", keys.join(", ")), 64), Ok(()));
+        }
+    }
 
     #[test]
     fn duplicate_keys_are_named_with_their_path() {

@@ -83,7 +83,8 @@ pub fn check_account(id: &str) -> Result<(), String> {
         return Err("is empty once normalised (NFKC, invisible characters removed)".into());
     }
     for label in canon.split(['@', '.']) {
-        if !label.is_single_script() {
+        // ASCII is Latin and Common only: one script.
+        if !label.is_ascii() && !label.is_single_script() {
             let mut scripts: Vec<&str> = label
                 .chars()
                 .map(|c| c.script())

@@ -311,19 +311,16 @@ fn nonempty(field: &str, value: &str) -> Result<(), RequestError> {
 /// At most 64 characters of `s` for a message, control characters escaped
 /// (a quoted value never breaks a line of a text log).
 pub(crate) fn truncate(s: &str) -> String {
-    let mut out: String = s
-        .chars()
-        .take(64)
-        .flat_map(|c| {
-            let escaped: Vec<char> = if c.is_control() {
-                c.escape_default().collect()
-            } else {
-                vec![c]
-            };
-            escaped
-        })
-        .collect();
-    if s.chars().nth(64).is_some() {
+    let mut out = String::with_capacity(s.len().min(64));
+    let mut chars = s.chars();
+    for c in chars.by_ref().take(64) {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    if chars.next().is_some() {
         out.push('…');
     }
     out

@@ -120,7 +120,7 @@ proptest! {
             if s.kind == 1 {
                 *successes.entry(pathway.clone()).or_default() += 1;
             }
-            let facts: Value = d.audit.facts.clone();
+            let facts: Value = d.audit.facts.value();
             for key in ["account", "account_ip", "ip"] {
                 let k = &facts["lockout"][key];
                 let stage = k["stage"].as_str().unwrap().to_string();

@@ -223,10 +223,10 @@ mod tests {
         let probe = event.replace(r#","event":"auth_failure""#, "");
         let d = bundle.decide(&probe, &mut SharedStore::new(&*data, ""));
         assert_eq!(
-            d.audit.facts["lockout"]["account"]["failures"],
+            d.audit.facts.value()["lockout"]["account"]["failures"],
             THREADS * EACH,
             "{}",
-            d.audit.facts
+            d.audit.facts.as_str()
         );
         assert!(spun > 0, "no conflict ever backed off");
     }

@@ -52,7 +52,16 @@ fn decide(c: &mut Criterion) {
     let bundle = Bundle::load(&files).unwrap_or_else(|p| panic!("{p:?}"));
     let no_memo = Bundle::load(&files).unwrap_or_else(|p| panic!("{p:?}"));
     no_memo.set_memo(false);
-    let runtime = GuestRuntime::new(RuntimeOptions::default()).unwrap_or_else(|e| panic!("{e:#}"));
+    // `PORTCULLIS_BENCH_GUEST=path.wasm`: bench another build of the guest
+    // (a profile or flag tried) against the same native engine.
+    let runtime = match std::env::var_os("PORTCULLIS_BENCH_GUEST") {
+        Some(p) => {
+            let wasm = std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            GuestRuntime::with_wasm(&wasm, RuntimeOptions::default())
+        }
+        None => GuestRuntime::new(RuntimeOptions::default()),
+    }
+    .unwrap_or_else(|e| panic!("{e:#}"));
     let mut guest = runtime
         .instantiate(Box::new(MemoryStore::new()))
         .unwrap_or_else(|e| panic!("{e:#}"));
@@ -131,6 +140,19 @@ fn decide(c: &mut Criterion) {
             },
             criterion::BatchSize::SmallInput,
         )
+    });
+    g.finish();
+
+    // The fixed cost of a call: a request refused at its first field (no
+    // store, no Cedar), so what remains is crossing into the guest and back.
+    let invalid = r#"{"principal":{"type":"User","id":"alice@example.com"},"action":7}"#;
+    let mut g = c.benchmark_group("decide/invalid-request");
+    let mut store = MemoryStore::new();
+    g.bench_function("native", |b| {
+        b.iter(|| black_box(bundle.decide(black_box(invalid), &mut store).to_json()))
+    });
+    g.bench_function("guest", |b| {
+        b.iter(|| black_box(guest.decide(black_box(invalid))))
     });
     g.finish();
 

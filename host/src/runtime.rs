@@ -92,6 +92,11 @@ impl GuestRuntime {
         let mut config = Config::new();
         config.epoch_interruption(true);
         config.wasm_component_model(true);
+        // `PORTCULLIS_PERFMAP=1`: name the guest's compiled functions for
+        // `perf` (/tmp/perf-PID.map), to see where a guest call spends its time.
+        if std::env::var_os("PORTCULLIS_PERFMAP").is_some() {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config).map_err(|e| anyhow!("cannot start wasmtime: {e}"))?;
 
         let (component, cached_from) =

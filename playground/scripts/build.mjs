@@ -19,7 +19,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const HERE = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const ROOT = resolve(HERE, '..');
-const WASM = resolve(process.env.PORTCULLIS_WASM ?? join(ROOT, 'target/wasm32-wasip2/release/portcullis_guest.wasm'));
+const WASM = resolve(process.env.PORTCULLIS_WASM ?? join(ROOT, 'target/wasm32-wasip2/guest/portcullis_guest.wasm'));
 const BUNDLE_DIR = resolve(process.env.PORTCULLIS_BUNDLE ?? join(ROOT, 'policies'));
 const NODE_BINDING = join(ROOT, 'bindings/node');
 const BUILD = join(HERE, 'build');

@@ -8,7 +8,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const here = dirname(dirname(fileURLToPath(import.meta.url)));
-const wasm = resolve(process.env.PORTCULLIS_WASM ?? join(here, '../../target/wasm32-wasip2/release/portcullis_guest.wasm'));
+const wasm = resolve(process.env.PORTCULLIS_WASM ?? join(here, '../../target/wasm32-wasip2/guest/portcullis_guest.wasm'));
 const gen = join(here, 'gen');
 
 if (!existsSync(wasm)) {

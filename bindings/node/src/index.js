@@ -1,5 +1,5 @@
 // portcullis for Node: the same guest component as every other host
-// (target/wasm32-wasip2/release/portcullis_guest.wasm), transpiled by jco
+// (target/wasm32-wasip2/guest/portcullis_guest.wasm), transpiled by jco
 // into ../gen at build time. No decision logic lives here: this file only
 // moves JSON text and store entries across the component boundary.
 

@@ -1,5 +1,5 @@
 """portcullis for Python: the same WebAssembly guest component as every
-other host (target/wasm32-wasip2/release/portcullis_guest.wasm), run by
+other host (target/wasm32-wasip2/guest/portcullis_guest.wasm), run by
 wasmtime. No decision logic lives here.
 
     import portcullis

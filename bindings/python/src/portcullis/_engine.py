@@ -93,7 +93,7 @@ def _get_runtime() -> _Runtime:
             if not wasm.is_file():
                 raise PortcullisError(
                     f"the guest component is missing ({wasm}); build it with `make bindings-python` "
-                    "(or set PORTCULLIS_WASM to target/wasm32-wasip2/release/portcullis_guest.wasm)"
+                    "(or set PORTCULLIS_WASM to target/wasm32-wasip2/guest/portcullis_guest.wasm)"
                 )
             _runtime = _Runtime(wasm)
         return _runtime
