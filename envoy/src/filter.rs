@@ -246,6 +246,7 @@ impl RootContext for Root {
             metrics: Rc::clone(&self.metrics),
             pending: None,
             login: None,
+            login_clean: false,
             decision_header: None,
             replied: false,
             namespace: String::new(),
@@ -289,6 +290,11 @@ struct Filter {
     pending: Option<Mapped>,
     /// An allowed login request, whose answer is an authentication event.
     login: Option<Request>,
+    /// The login's decision read no state at all (every key empty): a
+    /// success then has nothing to reset, and its event is not sent to the
+    /// store. (A failure recorded by another request in between stays
+    /// counted: the safe side.)
+    login_clean: bool,
     /// Trust mode: the decision, for the response header.
     decision_header: Option<String>,
     /// The filter answered the request itself.
@@ -324,7 +330,7 @@ impl Filter {
         Action::Pause
     }
 
-    fn decide(&self, loaded: &Loaded, input: Input<'_>) -> Decision {
+    fn decide(&mut self, loaded: &Loaded, input: Input<'_>) -> Decision {
         let mut store = SharedStore::new(&Host, &self.namespace);
         let settings = &loaded.config.settings;
         let decision = match input {
@@ -339,6 +345,7 @@ impl Filter {
                 loaded.bundle.decide_with(req, &mut store, audit)
             }
         };
+        self.login_clean = store.all_absent;
         self.metrics.decision(&decision);
         let log_it = match settings.log {
             LogDecisions::None => false,
@@ -585,7 +592,12 @@ impl HttpContext for Filter {
             };
             if let Some(event) = event {
                 self.metrics.event(event.as_str());
-                let _ = self.decide(&loaded, Input::Built(&mapping::as_event(&request, event)));
+                let nothing_to_reset = event == Event::AuthSuccess
+                    && self.login_clean
+                    && loaded.config.settings.log != LogDecisions::All;
+                if !nothing_to_reset {
+                    let _ = self.decide(&loaded, Input::Built(&mapping::as_event(&request, event)));
+                }
             }
         }
         Action::Continue

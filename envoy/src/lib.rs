@@ -191,6 +191,29 @@ mod tests {
         }
     }
 
+    /// What lets the filter skip a login success's event: the login's
+    /// decision read no record at all. After one failure it reads one, so
+    /// the success is sent and resets it; after that reset nothing is left.
+    #[test]
+    fn a_clean_login_reads_no_record_and_a_failed_one_does() {
+        let bundle = Bundle::load(&policy_files()).unwrap();
+        let data = Fake::default();
+        ensure_lock(&data).unwrap();
+        let login = r#"{"principal":{"type":"User","id":"carol@example.com"},"action":"login","resource":{"type":"App","id":"sales-cloud"},"context":{"ip":"203.0.113.9","module":"sales_cloud"},"now":"2026-11-22T10:00:00Z"}"#;
+        let event = |e: &str| login.replace("\"now\"", &format!("\"event\":\"{e}\",\"now\""));
+        let clean = |text: &str| {
+            let mut store = SharedStore::new(&data, "");
+            let d = bundle.decide(text, &mut store);
+            assert!(d.error.is_none(), "{d:?}");
+            store.all_absent
+        };
+        assert!(clean(login), "fresh state holds no record");
+        clean(&event("auth_failure"));
+        assert!(!clean(login), "a failure is on record: the success must be sent");
+        clean(&event("auth_success"));
+        assert!(clean(login), "the success reset every key");
+    }
+
     /// Failures reported by four threads (as worker VMs: twice the cores of
     /// the CI machine) at once on one account are each counted exactly
     /// once, and none fails: conflicting compare-and-set rounds back off

@@ -71,6 +71,8 @@ pub struct SharedStore<'a, S: SharedData + ?Sized> {
     rng: u64,
     /// Spin iterations spent backing off (tests).
     pub spun: u64,
+    /// Every key read so far held nothing (no record).
+    pub all_absent: bool,
 }
 
 impl<'a, S: SharedData + ?Sized> SharedStore<'a, S> {
@@ -81,6 +83,7 @@ impl<'a, S: SharedData + ?Sized> SharedStore<'a, S> {
             prefix: format!("{KEY_PREFIX}{namespace}"),
             rng: 0,
             spun: 0,
+            all_absent: true,
         }
     }
 
@@ -192,7 +195,9 @@ impl<'a, S: SharedData + ?Sized> SharedStore<'a, S> {
 
 impl<S: SharedData + ?Sized> Store for SharedStore<'_, S> {
     fn get(&mut self, keys: &[String]) -> Result<Vec<Entry>, String> {
-        keys.iter().map(|k| self.entry(k)).collect()
+        let entries: Vec<Entry> = keys.iter().map(|k| self.entry(k)).collect::<Result<_, _>>()?;
+        self.all_absent &= entries.iter().all(|e| e.value.is_none());
+        Ok(entries)
     }
 
     fn compare_and_set(&mut self, writes: &[Write]) -> Result<Vec<WriteResult>, String> {
